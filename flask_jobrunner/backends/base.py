@@ -1,0 +1,204 @@
+"""The backend contract: job state and the queue in one place.
+
+A backend knows nothing of Flask. It stores :class:`~flask_jobrunner.record.JobRecord`
+values and moves them between states atomically. Every write made on behalf
+of a worker carries the claim token, so a worker whose lease was taken can no
+longer change the job.
+"""
+
+from __future__ import annotations
+
+import abc
+import base64
+import binascii
+import json
+import time
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+from ..errors import InvalidArguments
+from ..record import Claim, JobRecord, JobStatus, LeaseState, Outcome, Progress
+
+
+class Backend(abc.ABC):
+    """Stores jobs and hands them out to workers.
+
+    Subclasses fill in the abstract methods; each docstring states the
+    guarantee an implementation must keep. The contract test suite in
+    ``tests/`` checks every backend against it.
+
+    :param result_ttl: Seconds a finished job is kept before it may be purged.
+    """
+
+    #: Whether :meth:`claim` blocks until work arrives instead of returning at once.
+    blocking: bool = False
+    #: Whether the backend is shared between processes (jobs survive the process).
+    is_shared: bool = False
+
+    def __init__(self, *, result_ttl: float = 86400) -> None:
+        self.result_ttl = result_ttl
+
+    @classmethod
+    @abc.abstractmethod
+    def from_url(cls, url: str, **settings: Any) -> Backend:
+        """Create the backend for *url*.
+
+        *settings* are the app's ``JOBRUNNER_*`` values in lower case without
+        the prefix (``result_ttl``, ``max_jobs``, ...); a backend takes those
+        it uses and ignores the rest.
+        """
+
+    @abc.abstractmethod
+    def now(self) -> datetime:
+        """The backend's clock, as a timezone-aware UTC datetime; leases use it."""
+
+    @abc.abstractmethod
+    def enqueue(self, record: JobRecord) -> tuple[JobRecord, bool]:
+        """Store a new pending job, atomically with its uniqueness checks.
+
+        If ``record.idempotency_key`` matches a job stored within the result
+        TTL, nothing is stored and that job is returned with ``False``. If
+        ``record.unique_key`` matches a pending or running job,
+        :class:`~flask_jobrunner.errors.JobConflict` is raised and nothing is
+        stored. Otherwise the record is stored and returned with ``True``.
+        """
+
+    @abc.abstractmethod
+    def claim(
+        self, queues: Sequence[str], *, lease: float, limit: int = 1, timeout: float = 0
+    ) -> list[Claim]:
+        """Atomically take up to *limit* ready jobs from *queues*, oldest first.
+
+        Each claimed job becomes ``in_progress`` with a new token, a lease of
+        *lease* seconds, ``attempts`` increased by one and ``started_at`` set
+        on its first run. No job is ever handed to two claims at once. With a
+        *timeout*, a blocking backend waits that long for work; it returns an
+        empty list when there is none.
+        """
+
+    @abc.abstractmethod
+    def heartbeat(self, job_id: str, token: str, *, lease: float) -> LeaseState:
+        """Renew the lease of a held job for *lease* more seconds.
+
+        Returns :attr:`~LeaseState.LOST` (and changes nothing) when *token* no
+        longer holds the job.
+        """
+
+    @abc.abstractmethod
+    def progress(self, job_id: str, token: str, progress: Progress, *, lease: float) -> LeaseState:
+        """Store the progress of a held job and renew its lease, like :meth:`heartbeat`."""
+
+    @abc.abstractmethod
+    def finish(self, job_id: str, token: str, outcome: Outcome) -> bool:
+        """Write the final state of a held job; returns ``False`` if *token* lost it.
+
+        A job reaches exactly one final state: once finished, every later
+        write is refused. The unique key of the job is freed.
+        """
+
+    @abc.abstractmethod
+    def retry_later(self, job_id: str, token: str, run_at: datetime, error: Outcome) -> bool:
+        """Put a held job back as pending, claimable again from *run_at*.
+
+        The error of the failed attempt is kept for the status document.
+        Returns ``False`` if *token* no longer holds the job.
+        """
+
+    @abc.abstractmethod
+    def release(self, job_id: str, token: str) -> bool:
+        """Give a held job back to the queue at once, not counting this attempt.
+
+        Used at shutdown. Returns ``False`` if *token* no longer holds the job.
+        """
+
+    @abc.abstractmethod
+    def request_cancel(self, job_id: str) -> JobRecord | None:
+        """Cancel a job, and return it as it is afterwards (``None`` if unknown).
+
+        A pending job becomes ``cancelled`` at once. A running job gets
+        ``cancel_requested`` and stops when its task next checks. A finished
+        job is returned unchanged.
+        """
+
+    @abc.abstractmethod
+    def get(self, job_id: str) -> JobRecord | None:
+        """The job with this id, or ``None`` if it is unknown or expired.
+
+        The returned record is a copy: changing it changes nothing stored.
+        """
+
+    @abc.abstractmethod
+    def list_jobs(
+        self,
+        *,
+        status: JobStatus | None = None,
+        task: str | None = None,
+        created_by: str | None = None,
+        limit: int = 50,
+        cursor: str | None = None,
+    ) -> tuple[list[JobRecord], str | None]:
+        """A page of jobs, newest first, and the cursor of the next page (or ``None``).
+
+        The filters combine; *cursor* is a value returned by an earlier call.
+        """
+
+    @abc.abstractmethod
+    def purge_expired(self) -> int:
+        """Delete finished jobs older than the result TTL; returns how many went."""
+
+    @abc.abstractmethod
+    def recover_expired(self, *, max_recoveries: int) -> list[JobRecord]:
+        """Take back running jobs whose lease ran out; returns the jobs it changed.
+
+        A job recovered fewer than *max_recoveries* times becomes pending again
+        (``recoveries`` increased); after that it ends ``failed`` with error
+        type ``interrupted``. Its old token can write nothing more.
+        """
+
+    @abc.abstractmethod
+    def counts(self) -> dict[JobStatus, int]:
+        """How many stored jobs are in each status."""
+
+    def wait_finished(self, job_id: str, timeout: float) -> JobRecord | None:
+        """Wait up to *timeout* seconds for the job to finish; returns it as it is then.
+
+        The default polls :meth:`get` with a growing interval; backends that
+        can be told of a finish override it.
+        """
+        deadline = time.monotonic() + timeout
+        interval = 0.005
+        while True:
+            record = self.get(job_id)
+            remaining = deadline - time.monotonic()
+            if record is None or record.is_finished or remaining <= 0:
+                return record
+            time.sleep(min(interval, remaining))
+            interval = min(interval * 2, 0.25)
+
+    def interrupt(self) -> None:  # noqa: B027 - optional hook with a no-op default
+        """Wake every caller blocked in :meth:`claim` so it can see a stop request."""
+
+    def close(self) -> None:  # noqa: B027 - optional hook with a no-op default
+        """Release connections and threads held by the backend."""
+
+
+def encode_cursor(record: JobRecord) -> str:
+    """An opaque cursor pointing just after *record* in newest-first order."""
+    raw = json.dumps([record.created_at.isoformat(), record.id]).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> tuple[datetime, str]:
+    """The ``(created_at, id)`` position of a cursor from :func:`encode_cursor`.
+
+    :raises InvalidArguments: if the cursor was not made by :func:`encode_cursor`.
+    """
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+        created_at, job_id = json.loads(raw)
+        return datetime.fromisoformat(created_at), str(job_id)
+    except (ValueError, TypeError, binascii.Error) as error:
+        raise InvalidArguments(
+            f"The cursor {cursor!r} is not valid. Pass a 'next_cursor' value from a previous page."
+        ) from error

@@ -1,0 +1,138 @@
+"""Running one claimed job: inside the real app's app context, to one final write.
+
+The executor turns whatever the task does into exactly one
+:class:`~flask_jobrunner.record.Outcome`: a result, a cancel, a timeout, a
+validation error (the task raised :class:`ValueError`), or a system error,
+which is retried while the task has retries left.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import inspect
+import logging
+import random
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any
+
+from flask import Flask
+
+from .context import JobContext, _current
+from .errors import BackendUnavailable, JobNotFound
+from .job import Job
+from .record import ErrorType, JobRecord, JobStatus, Outcome
+from .signals import job_finished, job_started
+
+if TYPE_CHECKING:
+    from .extension import AppState
+
+logger = logging.getLogger("flask_jobrunner")
+
+#: The longest wait before a retry, whatever the backoff.
+MAX_RETRY_DELAY = 3600.0
+
+
+def execute(app: Flask, state: AppState, context: JobContext, job: Job) -> None:
+    """Run the task of *job* and store its outcome (or schedule its retry).
+
+    Never raises for anything the task does; a backend that fails during the
+    final write is logged, and the lease brings the job back later.
+    """
+    task = state.runner.tasks.get(job.task)
+    reset = _current.set(context)
+    try:
+        if task is None:
+            outcome = Outcome(
+                JobStatus.FAILED,
+                error=f"Internal error: no task named '{job.task}' is registered in this worker.",
+                error_type=ErrorType.SYSTEM,
+                error_details="TaskNotFound",
+            )
+        else:
+            with app.app_context():
+                job_started.send(app, job=job)
+                args, kwargs = task.load_arguments(job.record.args, job.record.kwargs)
+                value: Any = task.func(*args, **kwargs)
+                if inspect.isawaitable(value):
+                    value = asyncio.run(_awaited(value))
+                outcome = Outcome(JobStatus.COMPLETED, result=task.dump_result(value))
+    except Exception as error:
+        outcome = _outcome_of_error(context, job, error)
+    finally:
+        _current.reset(reset)
+    if context.cancelled and outcome.status is not JobStatus.COMPLETED:
+        outcome = Outcome(JobStatus.CANCELLED)
+    outcome = dataclasses.replace(outcome, progress=context.latest_progress)
+    _store(app, state, context, job, outcome)
+
+
+async def _awaited(value: Any) -> Any:
+    return await value
+
+
+def _outcome_of_error(context: JobContext, job: Job, error: Exception) -> Outcome:
+    if context.timed_out:
+        return timeout_outcome(context)
+    if context.cancelled:
+        return Outcome(JobStatus.CANCELLED)
+    if isinstance(error, ValueError):
+        logger.info("Job %s (%s) refused its input: %s", job.id, job.task, error)
+        return Outcome(
+            JobStatus.FAILED,
+            error=str(error) or type(error).__name__,
+            error_type=ErrorType.VALIDATION,
+            error_details=type(error).__name__,
+        )
+    logger.exception("Job %s (%s) failed.", job.id, job.task)
+    return Outcome(
+        JobStatus.FAILED,
+        error=f"Internal error: {error or type(error).__name__}",
+        error_type=ErrorType.SYSTEM,
+        error_details=type(error).__name__,
+    )
+
+
+def timeout_outcome(context: JobContext) -> Outcome:
+    """The final state of a job that ran past its timeout."""
+    return Outcome(
+        JobStatus.FAILED,
+        error=f"The job ran past its timeout of {context.timeout:g} seconds.",
+        error_type=ErrorType.TIMEOUT,
+        error_details="JobTimeout",
+        progress=context.latest_progress,
+    )
+
+
+def _store(app: Flask, state: AppState, context: JobContext, job: Job, outcome: Outcome) -> None:
+    backend = state.backend
+    task = state.runner.tasks.get(job.task)
+    try:
+        if (
+            task is not None
+            and outcome.error_type is ErrorType.SYSTEM
+            and job.record.attempts <= task.retries
+        ):
+            delay = 0.0 if state.settings.eager else retry_delay(task.retry_backoff, job.record)
+            run_at = backend.now() + timedelta(seconds=delay)
+            stored = backend.retry_later(job.id, context.token, run_at, outcome)
+        else:
+            stored = backend.finish(job.id, context.token, outcome)
+    except BackendUnavailable:
+        logger.exception(
+            "Could not store the outcome of job %s; its lease will bring it back.", job.id
+        )
+        return
+    if stored and job_finished.receivers:
+        try:
+            job.refresh()
+        except JobNotFound:
+            return
+        with app.app_context():
+            job_finished.send(app, job=job)
+
+
+def retry_delay(backoff: float, record: JobRecord) -> float:
+    """Seconds before the next try: exponential in the attempts, with equal jitter."""
+    delay: float = min(backoff * 2.0 ** max(record.attempts - 1, 0), MAX_RETRY_DELAY)
+    return delay / 2 + random.uniform(0, delay / 2)

@@ -1,0 +1,168 @@
+"""The OpenAPI 3.1 document of the HTTP API, with each task's parameters as JSON Schema."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .record import ErrorType, JobStatus
+from .task import Task
+
+_REF = "#/components/schemas/{model}"
+
+_ERROR_CODES = {
+    "400": "Malformed JSON, or arguments that do not fit the task (named in the message).",
+    "403": "Not authorized.",
+    "404": "Unknown task or job.",
+    "405": "Wrong method.",
+    "409": "A unique task already has a pending or running job; Location points to it.",
+    "413": "The body is larger than JOBRUNNER_MAX_PAYLOAD.",
+    "415": "The body is not JSON.",
+    "503": "The job backend is unreachable; try again after Retry-After.",
+}
+
+_TIME = {"type": "string", "format": "date-time"}
+
+_SCHEMAS: dict[str, Any] = {
+    "Error": {
+        "type": "object",
+        "required": ["error"],
+        "properties": {"error": {"type": "string"}, "details": {}},
+    },
+    "Accepted": {
+        "type": "object",
+        "required": ["job_id", "status", "message", "polling_url"],
+        "properties": {
+            "job_id": {"type": "string", "format": "uuid"},
+            "status": {"type": "string", "enum": [status.value for status in JobStatus]},
+            "message": {"type": "string"},
+            "polling_url": {"type": "string"},
+        },
+    },
+    "Job": {
+        "type": "object",
+        "required": ["job_id", "task", "status", "created_at", "updated_at", "attempts"],
+        "properties": {
+            "job_id": {"type": "string", "format": "uuid"},
+            "task": {"type": "string"},
+            "status": {"type": "string", "enum": [status.value for status in JobStatus]},
+            "percentage": {"type": "number", "minimum": 0, "maximum": 100},
+            "message": {"type": "string"},
+            "items_processed": {"type": "integer"},
+            "total_items": {"type": "integer"},
+            "created_at": _TIME,
+            "started_at": _TIME,
+            "updated_at": _TIME,
+            "completed_at": _TIME,
+            "failed_at": _TIME,
+            "cancelled_at": _TIME,
+            "result": {},
+            "error": {"type": "string"},
+            "error_type": {"type": "string", "enum": [kind.value for kind in ErrorType]},
+            "error_details": {"type": "string"},
+            "attempts": {"type": "integer"},
+            "cancel_requested": {"type": "boolean"},
+            "polling_url": {"type": "string"},
+        },
+    },
+    "JobPage": {
+        "type": "object",
+        "required": ["jobs", "next_cursor"],
+        "properties": {
+            "jobs": {"type": "array", "items": {"$ref": "#/components/schemas/Job"}},
+            "next_cursor": {"type": ["string", "null"]},
+        },
+    },
+}
+
+
+def openapi_document(prefix: str, tasks: list[Task[Any, Any]]) -> dict[str, Any]:
+    """The OpenAPI 3.1 document for an API at *prefix* that exposes *tasks*."""
+    schemas = dict(_SCHEMAS)
+    paths: dict[str, Any] = {
+        prefix: {
+            "post": _operation(
+                "Submit a job of any HTTP task.",
+                {
+                    "type": "object",
+                    "required": ["task"],
+                    "additionalProperties": False,
+                    "properties": {
+                        "task": {"type": "string", "enum": [task.name for task in tasks]},
+                        "args": {"type": "array"},
+                        "kwargs": {"type": "object"},
+                    },
+                },
+                "202",
+                "Accepted",
+            ),
+            "get": {
+                "summary": "List jobs, newest first.",
+                "parameters": [
+                    _query("status", {"type": "string", "enum": [s.value for s in JobStatus]}),
+                    _query("task", {"type": "string"}),
+                    _query("limit", {"type": "integer", "minimum": 1, "maximum": 100}),
+                    _query("cursor", {"type": "string"}),
+                ],
+                "responses": {"200": _json("A page of jobs.", "JobPage"), **_errors()},
+            },
+        },
+        f"{prefix}/{{job_id}}": {
+            "get": {
+                "summary": "Read a job's status document.",
+                "parameters": [_job_id()],
+                "responses": {"200": _json("The job.", "Job"), **_errors()},
+            },
+        },
+        f"{prefix}/{{job_id}}/cancel": {
+            "post": {
+                "summary": "Cancel a job.",
+                "parameters": [_job_id()],
+                "responses": {"202": _json("Cancel requested.", "Job"), **_errors()},
+            },
+        },
+    }
+    for task in tasks:
+        schema = task.parameters_schema(ref_template=_REF)
+        schemas.update(schema.pop("$defs", {}))
+        name = f"{task.name.title().replace('_', '')}Arguments"
+        schemas[name] = schema
+        summary = (task.func.__doc__ or f"Submit a job of {task.name}.").strip().splitlines()[0]
+        paths[f"{prefix}/{task.name.replace('_', '-')}"] = {
+            "post": _operation(summary, {"$ref": _REF.format(model=name)}, "202", "Accepted")
+        }
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "Jobs API", "version": "1"},
+        "paths": paths,
+        "components": {"schemas": schemas},
+    }
+
+
+def _operation(summary: str, body: dict[str, Any], code: str, answer: str) -> dict[str, Any]:
+    return {
+        "summary": summary,
+        "parameters": [
+            {"name": "Idempotency-Key", "in": "header", "schema": {"type": "string"}},
+        ],
+        "requestBody": {"required": False, "content": {"application/json": {"schema": body}}},
+        "responses": {code: _json("Job accepted for processing.", answer), **_errors()},
+    }
+
+
+def _json(description: str, schema: str) -> dict[str, Any]:
+    return {
+        "description": description,
+        "content": {"application/json": {"schema": {"$ref": _REF.format(model=schema)}}},
+    }
+
+
+def _errors() -> dict[str, Any]:
+    return {code: _json(text, "Error") for code, text in _ERROR_CODES.items()}
+
+
+def _query(name: str, schema: dict[str, Any]) -> dict[str, Any]:
+    return {"name": name, "in": "query", "required": False, "schema": schema}
+
+
+def _job_id() -> dict[str, Any]:
+    return {"name": "job_id", "in": "path", "required": True, "schema": {"type": "string"}}

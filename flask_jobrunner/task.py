@@ -1,0 +1,249 @@
+"""Tasks: functions registered with :meth:`JobRunner.task <flask_jobrunner.JobRunner.task>`.
+
+A task checks its arguments against the function's signature and type hints
+(with pydantic) before a job is stored, and stores them as JSON. The worker
+loads them back through the same model, so a task receives the types it
+declared.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import typing as t
+from collections.abc import Callable
+from functools import update_wrapper
+
+import pydantic
+
+from .errors import InvalidArguments
+
+if t.TYPE_CHECKING:
+    from .extension import JobRunner
+    from .job import Job
+
+P = t.ParamSpec("P")
+R = t.TypeVar("R")
+
+_VAR_ARGS = "__args__"
+_VAR_KWARGS = "__kwargs__"
+
+
+class Task(t.Generic[P, R]):
+    """A function that can run inline or be submitted as a background job.
+
+    Calling the task runs the function as a plain call. :meth:`submit`
+    stores a job and returns its :class:`~flask_jobrunner.Job` handle at once.
+    Create tasks with :meth:`JobRunner.task <flask_jobrunner.JobRunner.task>`.
+
+    :param runner: The extension the task belongs to.
+    :param func: The function; ``async def`` functions run too.
+    :param name: The name clients submit it by; defaults to the function's name.
+    :param retries: How many times a failed job is tried again.
+    :param retry_backoff: Seconds before the first retry; doubles for each next one.
+    :param timeout: Seconds a job may run; defaults to ``JOBRUNNER_TIMEOUT``.
+    :param unique: Allow at most one pending or running job of this task.
+    :param http: Let clients submit it over the HTTP API.
+    :param queue: The queue its jobs go to.
+    """
+
+    def __init__(
+        self,
+        runner: JobRunner,
+        func: Callable[P, R],
+        *,
+        name: str | None = None,
+        retries: int = 0,
+        retry_backoff: float = 1.0,
+        timeout: float | None = None,
+        unique: bool = False,
+        http: bool = False,
+        queue: str = "default",
+    ) -> None:
+        if retries < 0 or retry_backoff < 0 or (timeout is not None and timeout <= 0):
+            raise ValueError("'retries' and 'retry_backoff' must be >= 0 and 'timeout' > 0.")
+        self.runner = runner
+        self.func = func
+        self.name = name or func.__name__
+        self.retries = retries
+        self.retry_backoff = retry_backoff
+        self.timeout = timeout
+        self.unique = unique
+        self.http = http
+        self.queue = queue
+        self.is_async = inspect.iscoroutinefunction(func)
+        self._signature = inspect.signature(func)
+        self._arguments_model = _arguments_model(self.name, func, self._signature)
+        self._result_adapter = _result_adapter(func)
+        update_wrapper(self, func)
+
+    def __repr__(self) -> str:
+        return f"<Task {self.name!r}>"
+
+    def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:
+        """Run the function now, in this thread, as a plain call."""
+        return self.func(*args, **kwargs)
+
+    def submit(self, *args: P.args, **kwargs: P.kwargs) -> Job:
+        """Validate the arguments, store a pending job and return its handle.
+
+        :raises InvalidArguments: if the arguments do not fit the function.
+        :raises JobConflict: if the task is ``unique`` and already has a job.
+        """
+        return self.runner.enqueue(self, args, kwargs)
+
+    def parameters_schema(self, ref_template: str = "#/$defs/{model}") -> dict[str, t.Any]:
+        """The JSON Schema of the task's keyword arguments, from its type hints.
+
+        :param ref_template: Where references to nested models point.
+        """
+        schema = self._arguments_model.model_json_schema(ref_template=ref_template)
+        schema["title"] = f"Arguments of {self.name}"
+        return schema
+
+    def validate(
+        self, args: t.Sequence[t.Any], kwargs: t.Mapping[str, t.Any]
+    ) -> tuple[list[t.Any], dict[str, t.Any]]:
+        """Check *args* and *kwargs* against the function; return them as JSON data.
+
+        :raises InvalidArguments: naming each parameter that does not fit.
+        """
+        try:
+            bound = self._signature.bind(*args, **kwargs)
+        except TypeError as error:
+            raise InvalidArguments(
+                f"Invalid arguments for task '{self.name}': {error}.",
+                [{"parameter": None, "message": str(error)}],
+            ) from None
+        fields = {}
+        for name, value in bound.arguments.items():
+            kind = self._signature.parameters[name].kind
+            fields[_field_name(name, kind)] = value
+        try:
+            model = self._arguments_model.model_validate(fields)
+            data = model.model_dump(mode="json", by_alias=True)
+            json.dumps(data, allow_nan=False)
+        except pydantic.ValidationError as error:
+            raise _invalid_arguments(self.name, error) from None
+        except (ValueError, TypeError) as error:
+            raise InvalidArguments(
+                f"Invalid arguments for task '{self.name}': they are not JSON ({error}).",
+                [{"parameter": None, "message": str(error)}],
+            ) from None
+        return self._split(data, set(fields))
+
+    def load_arguments(
+        self, args: list[t.Any], kwargs: dict[str, t.Any]
+    ) -> tuple[list[t.Any], dict[str, t.Any]]:
+        """Turn stored JSON arguments back into the types the function declares."""
+        fields = self._join(args, kwargs)
+        model = self._arguments_model.model_validate(fields)
+        values = {name: getattr(model, name) for name in fields}
+        return self._split(values, set(fields))
+
+    def dump_result(self, result: t.Any) -> t.Any:
+        """The task's return value as JSON data.
+
+        :raises TypeError: if the value cannot be represented as JSON.
+        """
+        try:
+            data = self._result_adapter.dump_python(result, mode="json", warnings=False)
+            json.dumps(data, allow_nan=False)
+        except (ValueError, TypeError) as error:  # pydantic's serialisation error is a ValueError
+            raise TypeError(
+                f"The result of task '{self.name}' is not JSON ({type(result).__name__}): {error}"
+            ) from None
+        return data
+
+    def _join(self, args: list[t.Any], kwargs: dict[str, t.Any]) -> dict[str, t.Any]:
+        bound = self._signature.bind(*args, **kwargs)
+        return {
+            _field_name(name, self._signature.parameters[name].kind): value
+            for name, value in bound.arguments.items()
+        }
+
+    def _split(
+        self, values: dict[str, t.Any], present: set[str]
+    ) -> tuple[list[t.Any], dict[str, t.Any]]:
+        args: list[t.Any] = []
+        kwargs: dict[str, t.Any] = {}
+        for name, parameter in self._signature.parameters.items():
+            field = _field_name(name, parameter.kind)
+            if field not in present:
+                continue
+            if parameter.kind is parameter.POSITIONAL_ONLY:
+                args.append(values[field])
+            elif parameter.kind is parameter.VAR_POSITIONAL:
+                args.extend(values[field])
+            elif parameter.kind is parameter.VAR_KEYWORD:
+                kwargs.update(values[field])
+            else:
+                kwargs[name] = values[field]
+        return args, kwargs
+
+
+def _field_name(name: str, kind: inspect._ParameterKind) -> str:
+    if kind is inspect.Parameter.VAR_POSITIONAL:
+        return _VAR_ARGS
+    if kind is inspect.Parameter.VAR_KEYWORD:
+        return _VAR_KWARGS
+    return name
+
+
+def _arguments_model(
+    task_name: str, func: Callable[..., t.Any], signature: inspect.Signature
+) -> type[pydantic.BaseModel]:
+    hints = _type_hints(task_name, func)
+    fields: dict[str, t.Any] = {}
+    for name, parameter in signature.parameters.items():
+        annotation = hints.get(name, t.Any)
+        default = ... if parameter.default is parameter.empty else parameter.default
+        if parameter.kind is parameter.VAR_POSITIONAL:
+            fields[_VAR_ARGS] = (list[annotation], pydantic.Field(default_factory=list))  # type: ignore[valid-type]
+        elif parameter.kind is parameter.VAR_KEYWORD:
+            fields[_VAR_KWARGS] = (dict[str, annotation], pydantic.Field(default_factory=dict))  # type: ignore[valid-type]
+        else:
+            fields[name] = (annotation, default)
+    config = pydantic.ConfigDict(extra="forbid")
+    title = "".join(part.title() for part in task_name.split("_")) + "Arguments"
+    try:
+        return pydantic.create_model(title, __config__=config, **fields)
+    except pydantic.PydanticSchemaGenerationError as error:
+        raise TypeError(
+            f"A parameter of task '{task_name}' has a type that cannot be JSON: {error}"
+            " Use JSON types (str, int, float, bool, list, dict), dataclasses or pydantic models."
+        ) from None
+
+
+def _result_adapter(func: Callable[..., t.Any]) -> pydantic.TypeAdapter[t.Any]:
+    annotation = _type_hints(func.__name__, func).get("return", t.Any)
+    try:
+        return pydantic.TypeAdapter(annotation)
+    except pydantic.PydanticSchemaGenerationError:
+        # The result is checked when the job ends; an odd annotation must not stop the task.
+        return pydantic.TypeAdapter(t.Any)
+
+
+def _type_hints(task_name: str, func: Callable[..., t.Any]) -> dict[str, t.Any]:
+    try:
+        return t.get_type_hints(func)
+    except NameError as error:
+        raise TypeError(
+            f"The type hints of task '{task_name}' cannot be resolved: {error}."
+            " Import every type its signature names at module level."
+        ) from None
+
+
+def _invalid_arguments(task_name: str, error: pydantic.ValidationError) -> InvalidArguments:
+    details: list[dict[str, t.Any]] = []
+    for problem in error.errors(include_url=False, include_input=False):
+        location = [str(part) for part in problem["loc"]]
+        if location and location[0] in (_VAR_ARGS, _VAR_KWARGS):
+            location = location[1:] or ["*"]
+        parameter = location[0] if location else None
+        message = problem["msg"]
+        if problem["type"] == "extra_forbidden":
+            message = "Unexpected argument"
+        details.append({"parameter": parameter, "path": location, "message": message})
+    summary = "; ".join(f"'{'.'.join(item['path'])}': {item['message']}" for item in details)
+    return InvalidArguments(f"Invalid arguments for task '{task_name}': {summary}.", details)

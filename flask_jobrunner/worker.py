@@ -1,0 +1,223 @@
+"""The worker: a bounded pool of threads fed by claims from the backend.
+
+One dispatcher thread claims as many ready jobs as there are idle threads,
+the pool threads run them (see :mod:`flask_jobrunner.executor`), and one
+monitor thread renews leases, stores throttled progress, ends jobs that run
+past their timeout and takes back jobs whose lease ran out elsewhere.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
+
+from flask import Flask
+
+from .context import JobContext
+from .errors import BackendUnavailable
+from .executor import execute, timeout_outcome
+from .job import Job
+from .record import Claim
+from .signals import job_progress
+
+if TYPE_CHECKING:
+    from .extension import AppState
+
+logger = logging.getLogger("flask_jobrunner")
+
+#: Seconds between two rounds of the monitor (timeouts are seen this late at most).
+MONITOR_TICK = 0.05
+#: Longest wait between claim attempts when the backend is unreachable.
+MAX_BACKOFF = 30.0
+
+
+class Worker:
+    """Runs the jobs of one app in *threads* threads of this process.
+
+    :param app: The real app object; every job runs in its app context.
+    :param state: The app's jobrunner state (settings, backend, tasks).
+    :param threads: How many jobs run at once.
+    :param queues: The queues to take jobs from.
+    """
+
+    def __init__(self, app: Flask, state: AppState, *, threads: int, queues: Sequence[str]) -> None:
+        self.app = app
+        self.state = state
+        self.threads = threads
+        self.queues = list(queues)
+        self.name = f"jobrunner-{uuid.uuid4().hex[:8]}"
+        self._stopping = threading.Event()
+        self._monitor_stop = threading.Event()
+        self._slots = threading.Condition()
+        self._idle = threads
+        self._inbox: queue.SimpleQueue[Claim | None] = queue.SimpleQueue()
+        self._running: dict[str, JobContext] = {}
+        self._running_changed = threading.Condition()
+        self._pool: list[threading.Thread] = []
+        self._dispatcher: threading.Thread | None = None
+        self._monitor: threading.Thread | None = None
+
+    @property
+    def is_running(self) -> bool:
+        """Whether the worker was started and not stopped."""
+        return self._dispatcher is not None and not self._stopping.is_set()
+
+    def start(self) -> None:
+        """Start the pool, the dispatcher and the monitor threads."""
+        for number in range(self.threads):
+            thread = threading.Thread(
+                target=self._run_jobs, name=f"{self.name}-{number}", daemon=True
+            )
+            thread.start()
+            self._pool.append(thread)
+        self._dispatcher = threading.Thread(
+            target=self._dispatch, name=f"{self.name}-dispatch", daemon=True
+        )
+        self._monitor = threading.Thread(
+            target=self._watch, name=f"{self.name}-monitor", daemon=True
+        )
+        self._dispatcher.start()
+        self._monitor.start()
+
+    def stop(self, timeout: float) -> bool:
+        """Stop claiming, let running jobs finish for *timeout* seconds, give the rest back.
+
+        Returns whether every running job finished in time.
+        """
+        self._stopping.set()
+        self.state.backend.interrupt()
+        with self._slots:
+            self._slots.notify_all()
+        if self._dispatcher is not None:
+            self._dispatcher.join()
+        deadline = time.monotonic() + timeout
+        with self._running_changed:
+            while self._running and (remaining := deadline - time.monotonic()) > 0:
+                self._running_changed.wait(remaining)
+            unfinished = list(self._running.values())
+        for context in unfinished:
+            logger.warning("Job %s did not finish before shutdown; giving it back.", context.id)
+            self._call_backend(self.state.backend.release, context.id, context.token)
+        for _ in self._pool:
+            self._inbox.put(None)
+        self._monitor_stop.set()
+        if self._monitor is not None:
+            self._monitor.join()
+        for thread in self._pool:
+            thread.join(0 if unfinished else None)
+        return not unfinished
+
+    def cancel_requested(self, job_id: str) -> None:
+        """Tell a job running here that it was cancelled, without waiting for a heartbeat."""
+        context = self._running.get(job_id)
+        if context is not None:
+            context.mark_cancel_requested()
+
+    # -- threads -----------------------------------------------------------
+
+    def _dispatch(self) -> None:
+        backoff = 0.0
+        settings = self.state.settings
+        while not self._stopping.is_set():
+            with self._slots:
+                while self._idle == 0 and not self._stopping.is_set():
+                    self._slots.wait()
+                idle = self._idle
+            if self._stopping.is_set():
+                return
+            try:
+                claims = self.state.backend.claim(
+                    self.queues, lease=settings.lease, limit=idle, timeout=1.0
+                )
+                backoff = 0.0
+            except Exception:
+                backoff = min(max(backoff * 2, 0.1), MAX_BACKOFF)
+                logger.exception("Claiming jobs failed; trying again in %.1f s.", backoff)
+                self._stopping.wait(backoff)
+                continue
+            for claim in claims:
+                if self._stopping.is_set():
+                    self._call_backend(self.state.backend.release, claim.record.id, claim.token)
+                    continue
+                with self._slots:
+                    self._idle -= 1
+                self._inbox.put(claim)
+
+    def _run_jobs(self) -> None:
+        settings = self.state.settings
+        while (claim := self._inbox.get()) is not None:
+            context = JobContext(
+                claim,
+                self.state.backend,
+                lease=settings.lease,
+                progress_interval=settings.progress_interval,
+                timeout=claim.record.timeout or settings.timeout,
+                on_stored=self._progress_stored,
+            )
+            with self._running_changed:
+                self._running[context.id] = context
+            try:
+                execute(self.app, self.state, context, Job(claim.record, self.state.backend))
+            except Exception:
+                logger.exception("The worker failed around job %s.", context.id)
+            finally:
+                with self._running_changed:
+                    del self._running[context.id]
+                    self._running_changed.notify_all()
+                with self._slots:
+                    self._idle += 1
+                    self._slots.notify()
+
+    def _watch(self) -> None:
+        settings = self.state.settings
+        heartbeat_every = settings.lease / 3
+        maintenance_every = min(settings.lease / 2, 30.0)
+        last_heartbeat: dict[str, float] = {}
+        next_maintenance = time.monotonic()
+        while not self._monitor_stop.wait(MONITOR_TICK):
+            now = time.monotonic()
+            for context in list(self._running.values()):
+                try:
+                    if context.timed_out:
+                        self._end_timed_out(context)
+                    elif context.is_progress_due():
+                        context.flush_progress()
+                        last_heartbeat[context.id] = now
+                    elif now - last_heartbeat.setdefault(context.id, now) >= heartbeat_every:
+                        context.heartbeat()
+                        last_heartbeat[context.id] = now
+                except Exception:
+                    logger.exception("Could not renew the lease of job %s.", context.id)
+            for job_id in set(last_heartbeat) - set(self._running):
+                del last_heartbeat[job_id]
+            if now >= next_maintenance:
+                next_maintenance = now + maintenance_every
+                self._call_backend(
+                    self.state.backend.recover_expired, max_recoveries=settings.max_recoveries
+                )
+                self._call_backend(self.state.backend.purge_expired)
+
+    def _end_timed_out(self, context: JobContext) -> None:
+        if not context.mark_timed_out():
+            return
+        logger.warning("Job %s ran past its timeout of %g s.", context.id, context.timeout)
+        self.state.backend.finish(context.id, context.token, timeout_outcome(context))
+
+    def _progress_stored(self, context: JobContext) -> None:
+        if job_progress.receivers:
+            record = self.state.backend.get(context.id)
+            if record is not None:
+                job_progress.send(self.app, job=Job(record, self.state.backend))
+
+    def _call_backend(self, method: Callable[..., object], *args: object, **kwargs: object) -> None:
+        try:
+            method(*args, **kwargs)
+        except BackendUnavailable as error:
+            logger.warning("The job backend is unavailable: %s", error)
+        except Exception:
+            logger.exception("A job backend call failed.")
