@@ -111,8 +111,8 @@ class JobRecord:
         return self.status.is_final
 
     def copy(self) -> JobRecord:
-        """A shallow copy that can be changed without touching this record."""
-        return dataclasses.replace(self)
+        """A copy whose fields and argument containers can change without touching this one."""
+        return dataclasses.replace(self, args=list(self.args), kwargs=dict(self.kwargs))
 
     def apply_progress(self, progress: Progress) -> None:
         """Copy the fields that *progress* reports onto this record."""

@@ -22,7 +22,6 @@ from .context import JobContext
 from .errors import BackendUnavailable
 from .executor import execute, timeout_outcome
 from .job import Job
-from .record import Claim
 from .signals import job_progress
 
 if TYPE_CHECKING:
@@ -55,7 +54,7 @@ class Worker:
         self._monitor_stop = threading.Event()
         self._slots = threading.Condition()
         self._idle = threads
-        self._inbox: queue.SimpleQueue[Claim | None] = queue.SimpleQueue()
+        self._inbox: queue.SimpleQueue[tuple[JobContext, Job] | None] = queue.SimpleQueue()
         self._running: dict[str, JobContext] = {}
         self._running_changed = threading.Condition()
         self._pool: list[threading.Thread] = []
@@ -144,25 +143,26 @@ class Worker:
                 if self._stopping.is_set():
                     self._call_backend(self.state.backend.release, claim.record.id, claim.token)
                     continue
+                context = JobContext(
+                    claim,
+                    self.state.backend,
+                    lease=settings.lease,
+                    progress_interval=settings.progress_interval,
+                    timeout=claim.record.timeout or settings.timeout,
+                    on_stored=self._progress_stored,
+                )
+                # Registered before hand-over, so a stop never misses a job about to start.
+                with self._running_changed:
+                    self._running[context.id] = context
                 with self._slots:
                     self._idle -= 1
-                self._inbox.put(claim)
+                self._inbox.put((context, Job(claim.record, self.state.backend)))
 
     def _run_jobs(self) -> None:
-        settings = self.state.settings
-        while (claim := self._inbox.get()) is not None:
-            context = JobContext(
-                claim,
-                self.state.backend,
-                lease=settings.lease,
-                progress_interval=settings.progress_interval,
-                timeout=claim.record.timeout or settings.timeout,
-                on_stored=self._progress_stored,
-            )
-            with self._running_changed:
-                self._running[context.id] = context
+        while (item := self._inbox.get()) is not None:
+            context, job = item
             try:
-                execute(self.app, self.state, context, Job(claim.record, self.state.backend))
+                execute(self.app, self.state, context, job)
             except Exception:
                 logger.exception("The worker failed around job %s.", context.id)
             finally:

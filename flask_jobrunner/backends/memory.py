@@ -283,7 +283,8 @@ class MemoryBackend(Backend):
             self._ready.setdefault(record.queue, []), (run_at, self._sequence, record.id)
         )
         self._ready_seq[record.id] = self._sequence
-        self._work_ready.notify()
+        # Every claimer wakes: one waiting on another queue must not swallow the signal.
+        self._work_ready.notify_all()
 
     def _claim_ready_locked(
         self, queues: Sequence[str], now: float, lease: float, limit: int
