@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import inspect
 import json
+import re
 import typing as t
 from collections.abc import Callable
 from functools import update_wrapper
@@ -25,8 +26,11 @@ if t.TYPE_CHECKING:
 P = t.ParamSpec("P")
 R = t.TypeVar("R")
 
-_VAR_ARGS = "__args__"
-_VAR_KWARGS = "__kwargs__"
+_VAR_ARGS = "*args"
+_VAR_KWARGS = "**kwargs"
+# Model attributes are named apart from the parameters, which are aliases, so a
+# parameter may be called 'json', 'copy' or '_private' without clashing with pydantic.
+_ATTRIBUTE = "p_{key}"
 
 
 class Task(t.Generic[P, R]):
@@ -111,14 +115,12 @@ class Task(t.Generic[P, R]):
         try:
             bound = self._signature.bind(*args, **kwargs)
         except TypeError as error:
+            named = re.search(r"'([^']+)'", str(error))
             raise InvalidArguments(
                 f"Invalid arguments for task '{self.name}': {error}.",
-                [{"parameter": None, "message": str(error)}],
+                [{"parameter": named and named.group(1), "message": str(error)}],
             ) from None
-        fields = {}
-        for name, value in bound.arguments.items():
-            kind = self._signature.parameters[name].kind
-            fields[_field_name(name, kind)] = value
+        fields = self._keyed(bound)
         try:
             model = self._arguments_model.model_validate(fields)
             data = model.model_dump(mode="json", by_alias=True)
@@ -136,9 +138,9 @@ class Task(t.Generic[P, R]):
         self, args: list[t.Any], kwargs: dict[str, t.Any]
     ) -> tuple[list[t.Any], dict[str, t.Any]]:
         """Turn stored JSON arguments back into the types the function declares."""
-        fields = self._join(args, kwargs)
+        fields = self._keyed(self._signature.bind(*args, **kwargs))
         model = self._arguments_model.model_validate(fields)
-        values = {name: getattr(model, name) for name in fields}
+        values = {key: getattr(model, _ATTRIBUTE.format(key=key)) for key in fields}
         return self._split(values, set(fields))
 
     def dump_result(self, result: t.Any) -> t.Any:
@@ -155,8 +157,7 @@ class Task(t.Generic[P, R]):
             ) from None
         return data
 
-    def _join(self, args: list[t.Any], kwargs: dict[str, t.Any]) -> dict[str, t.Any]:
-        bound = self._signature.bind(*args, **kwargs)
+    def _keyed(self, bound: inspect.BoundArguments) -> dict[str, t.Any]:
         return {
             _field_name(name, self._signature.parameters[name].kind): value
             for name, value in bound.arguments.items()
@@ -167,11 +168,15 @@ class Task(t.Generic[P, R]):
     ) -> tuple[list[t.Any], dict[str, t.Any]]:
         args: list[t.Any] = []
         kwargs: dict[str, t.Any] = {}
+        # With values for *args, the parameters before it can only be passed by position.
+        by_position = bool(values.get(_VAR_ARGS))
         for name, parameter in self._signature.parameters.items():
             field = _field_name(name, parameter.kind)
             if field not in present:
                 continue
-            if parameter.kind is parameter.POSITIONAL_ONLY:
+            if parameter.kind is parameter.POSITIONAL_ONLY or (
+                by_position and parameter.kind is parameter.POSITIONAL_OR_KEYWORD
+            ):
                 args.append(values[field])
             elif parameter.kind is parameter.VAR_POSITIONAL:
                 args.extend(values[field])
@@ -197,14 +202,20 @@ def _arguments_model(
     fields: dict[str, t.Any] = {}
     for name, parameter in signature.parameters.items():
         annotation = hints.get(name, t.Any)
-        default = ... if parameter.default is parameter.empty else parameter.default
+        key = _field_name(name, parameter.kind)
+        field: t.Any
         if parameter.kind is parameter.VAR_POSITIONAL:
-            fields[_VAR_ARGS] = (list[annotation], pydantic.Field(default_factory=list))  # type: ignore[valid-type]
+            field = pydantic.Field(default_factory=list, alias=key)
+            annotation = list[annotation]  # type: ignore[valid-type]
         elif parameter.kind is parameter.VAR_KEYWORD:
-            fields[_VAR_KWARGS] = (dict[str, annotation], pydantic.Field(default_factory=dict))  # type: ignore[valid-type]
+            field = pydantic.Field(default_factory=dict, alias=key)
+            annotation = dict[str, annotation]  # type: ignore[valid-type]
+        elif parameter.default is parameter.empty:
+            field = pydantic.Field(alias=key)
         else:
-            fields[name] = (annotation, default)
-    config = pydantic.ConfigDict(extra="forbid")
+            field = pydantic.Field(default=parameter.default, alias=key)
+        fields[_ATTRIBUTE.format(key=key)] = (annotation, field)
+    config = pydantic.ConfigDict(extra="forbid", protected_namespaces=())
     title = "".join(part.title() for part in task_name.split("_")) + "Arguments"
     try:
         return pydantic.create_model(title, __config__=config, **fields)
@@ -238,8 +249,8 @@ def _invalid_arguments(task_name: str, error: pydantic.ValidationError) -> Inval
     details: list[dict[str, t.Any]] = []
     for problem in error.errors(include_url=False, include_input=False):
         location = [str(part) for part in problem["loc"]]
-        if location and location[0] in (_VAR_ARGS, _VAR_KWARGS):
-            location = location[1:] or ["*"]
+        if location[:1] == [_VAR_KWARGS] and len(location) > 1:
+            location = location[1:]
         parameter = location[0] if location else None
         message = problem["msg"]
         if problem["type"] == "extra_forbidden":
