@@ -50,6 +50,8 @@ ERROR_STATUS: dict[type[JobRunnerError], int] = {
 
 #: The largest page ``GET /api/jobs`` answers.
 MAX_PAGE = 100
+#: Backend pages read at most to fill one page of jobs a client may see.
+_MAX_LIST_SCANS = 10
 _SUBMIT_KEYS = frozenset({"task", "args", "kwargs"})
 
 
@@ -120,20 +122,18 @@ def list_jobs() -> Response:
             f"Unknown status {status!r}. Use one of: {', '.join(s.value for s in JobStatus)}."
         )
     limit_text = request.args.get("limit", "20")
-    if not limit_text.isdigit() or not 1 <= int(limit_text) <= MAX_PAGE:
+    # ASCII digits only, and few of them: int() refuses '²' and numbers of thousands of digits.
+    is_number = limit_text.isascii() and limit_text.isdigit() and len(limit_text) <= 9
+    if not is_number or not 1 <= int(limit_text) <= MAX_PAGE:
         raise InvalidArguments(f"'limit' must be a whole number from 1 to {MAX_PAGE}.")
     task = request.args.get("task")
     _authorize(state, "list", task, None)
-    page = state.runner.list(
-        status=status,
-        task=task,
-        created_by=state.runner.current_identity(),
-        limit=int(limit_text),
-        cursor=request.args.get("cursor") or None,
+    jobs, next_cursor = _visible_page(
+        state, status, task, int(limit_text), request.args.get("cursor") or None
     )
     return jsonify(
-        jobs=[job.to_dict(state.runner.polling_url(job.id)) for job in page],
-        next_cursor=page.next_cursor,
+        jobs=[job.to_dict(state.runner.polling_url(job.id)) for job in jobs],
+        next_cursor=next_cursor,
     )
 
 
@@ -236,7 +236,8 @@ def _visible_job(state: AppState, job_id: str, action: str) -> Job:
         raise JobNotFound(f"There is no job with id '{job_id}'.")
     job = Job(record, state.backend)
     identity = state.runner.current_identity()
-    if identity is not None and record.created_by != identity:
+    # With an identity function, a client without an identity is a client too, not everyone.
+    if state.runner.identity_callback is not None and record.created_by != identity:
         # Another client's job: hidden as unknown, unless the policy grants it.
         callback = state.runner.authorize_callback
         if callback is None or not callback(action, record.task, job):
@@ -244,6 +245,43 @@ def _visible_job(state: AppState, job_id: str, action: str) -> Job:
         return job
     _authorize(state, action, record.task, job)
     return job
+
+
+def _visible_page(
+    state: AppState, status: str | None, task: str | None, limit: int, cursor: str | None
+) -> tuple[list[Job], str | None]:
+    """A page of the jobs the client may list, and the cursor of the next page.
+
+    With an identity function, that is the client's own jobs and those of
+    others the policy grants it (``authorize("list", task, job)``). Jobs
+    left out still move the cursor, so a page may come back short.
+    """
+    runner = state.runner
+    if runner.identity_callback is None:
+        page = runner.list(status=status, task=task, limit=limit, cursor=cursor)
+        return page.jobs, page.next_cursor
+    identity = runner.current_identity()
+    callback = runner.authorize_callback
+    # Without a policy nobody sees another's jobs, so a known identity filters in the backend.
+    created_by = identity if callback is None else None
+    visible: list[Job] = []
+    for _ in range(_MAX_LIST_SCANS):
+        page = runner.list(
+            status=status,
+            task=task,
+            created_by=created_by,
+            limit=limit - len(visible),
+            cursor=cursor,
+        )
+        for job in page:
+            if job.created_by == identity or (
+                callback is not None and callback("list", job.task, job)
+            ):
+                visible.append(job)
+        cursor = page.next_cursor
+        if cursor is None or len(visible) >= limit:
+            break
+    return visible, cursor
 
 
 def _http_task(state: AppState, name: str) -> Task[Any, Any]:
@@ -281,13 +319,23 @@ def _json_body(state: AppState, *, allow_empty: bool) -> Any:
             "The request body must be JSON, sent with 'Content-Type: application/json'."
         )
     try:
-        return json.loads(data, parse_constant=_refuse_constant)
+        return json.loads(data, parse_constant=_refuse_constant, parse_float=_finite_float)
     except ValueError as error:
         raise BadRequest(f"The request body is not valid JSON: {error}.") from None
+    except RecursionError:
+        raise BadRequest("The request body is nested too deeply.") from None
 
 
 def _refuse_constant(name: str) -> Any:
     raise ValueError(f"{name} is not a JSON value")
+
+
+def _finite_float(text: str) -> float:
+    # 1e400 would become infinity, which JSON cannot carry back (it is stored as null).
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"the number {text[:20]} is too large")
+    return value
 
 
 def _retry_after(state: AppState, record: JobRecord) -> int:
@@ -300,12 +348,13 @@ def _retry_after(state: AppState, record: JobRecord) -> int:
     settings = state.settings
     now = state.backend.now()
     initial = settings.retry_after_initial
-    delay = initial + _seconds(now, record.created_at) / 10
+    # Whole seconds of growth only, so a job polled in its first ten seconds gets the initial value.
+    delay = initial + math.floor(_seconds(now, record.created_at) / 10)
     percentage = record.percentage or 0
     if record.started_at is not None and 0 < percentage < 100:
         remaining = _seconds(now, record.started_at) * (100 - percentage) / percentage
-        delay = min(delay, max(initial, remaining / 2))
-    return int(min(settings.retry_after_max, max(initial, math.ceil(delay))))
+        delay = min(delay, max(initial, math.ceil(remaining / 2)))
+    return int(min(settings.retry_after_max, max(initial, delay)))
 
 
 def _seconds(now: datetime, then: datetime) -> float:

@@ -12,6 +12,7 @@ from flask.cli import AppGroup
 
 from .errors import JobRunnerError
 from .job import Job
+from .record import JobStatus
 
 if t.TYPE_CHECKING:
     from .extension import AppState
@@ -29,9 +30,15 @@ def _print_job(job: Job) -> None:
 
 
 @jobs_cli.command("list")
-@click.option("--status", help="Only jobs in this status.")
+@click.option(
+    "--status",
+    type=click.Choice([status.value for status in JobStatus]),
+    help="Only jobs in this status.",
+)
 @click.option("--task", help="Only jobs of this task.")
-@click.option("--limit", default=20, show_default=True, help="How many jobs.")
+@click.option(
+    "--limit", type=click.IntRange(min=1), default=20, show_default=True, help="How many jobs."
+)
 def list_command(status: str | None, task: str | None, limit: int) -> None:
     """List jobs, newest first."""
     for job in _state().runner.list(status=status, task=task, limit=limit):

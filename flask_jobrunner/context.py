@@ -35,7 +35,10 @@ class JobContext:
         timeout: float,
         on_stored: Callable[[JobContext], None] | None = None,
     ) -> None:
+        #: The job's id.
         self.id = claim.record.id
+        #: The job as it was when this worker claimed it.
+        self.record = claim.record
         #: The task's name.
         self.task = claim.record.task
         #: Which try this is, from 1.

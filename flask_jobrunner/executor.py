@@ -123,13 +123,20 @@ def _store(app: Flask, state: AppState, context: JobContext, job: Job, outcome: 
             "Could not store the outcome of job %s; its lease will bring it back.", job.id
         )
         return
-    if stored and job_finished.receivers:
-        try:
-            job.refresh()
-        except JobNotFound:
-            return
-        with app.app_context():
-            job_finished.send(app, job=job)
+    if stored:
+        send_finished(app, job)
+
+
+def send_finished(app: Flask, job: Job) -> None:
+    """Send :data:`~flask_jobrunner.signals.job_finished` for *job*, read anew, in app context."""
+    if not job_finished.receivers:
+        return
+    try:
+        job.refresh()
+    except JobNotFound:
+        return
+    with app.app_context():
+        job_finished.send(app, job=job)
 
 
 def retry_delay(backoff: float, record: JobRecord) -> float:

@@ -12,7 +12,7 @@ import typing as t
 import weakref
 from collections.abc import Callable, Iterator, Mapping, Sequence
 
-from flask import Flask, Response, current_app, has_request_context, jsonify
+from flask import Flask, Response, current_app, has_request_context, jsonify, request
 
 from .backends import load_backend
 from .backends.base import Backend
@@ -391,8 +391,13 @@ class JobRunner:
         return response
 
     def polling_url(self, job_id: str) -> str:
-        """The URL path where clients read the job."""
-        return f"{self.get_state().settings.url_prefix}/{job_id}"
+        """The URL path where clients read the job.
+
+        During a request it starts with the request's script root, so it
+        stays right for an app mounted below the root of the server.
+        """
+        root = request.script_root if has_request_context() else ""
+        return f"{root}{self.get_state().settings.url_prefix}/{job_id}"
 
     def shutdown(self, app: Flask | None = None, timeout: float | None = None) -> bool:
         """Stop the app's worker in this process: stop claiming, drain, give back.
@@ -413,6 +418,10 @@ class JobRunner:
         ``"submit"``, ``"read"``, ``"list"`` and ``"cancel"``, and answers
         ``True`` to allow. Until one is registered the API answers 403, unless
         the app is in testing or debug mode or ``JOBRUNNER_API_OPEN`` is set.
+
+        With an :meth:`identity`, it is also asked about each job of another
+        client that a request reads, cancels or lists, with that job: ``True``
+        grants it, so compare ``job.created_by`` before answering ``True``.
         """
         self.authorize_callback = func
         return func

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import enum
 import uuid
+from copy import deepcopy
 from datetime import datetime, timezone
 from typing import Any
 
@@ -111,8 +112,15 @@ class JobRecord:
         return self.status.is_final
 
     def copy(self) -> JobRecord:
-        """A copy whose fields and argument containers can change without touching this one."""
-        return dataclasses.replace(self, args=list(self.args), kwargs=dict(self.kwargs))
+        """A deep copy: changing it, down to nested arguments and result, changes nothing here."""
+        # Backends copy on every read and write, so this is the fast path of
+        # dataclasses.replace (JobRecord has no __post_init__ or slots).
+        record = object.__new__(type(self))
+        record.__dict__.update(self.__dict__)
+        record.args = copy_data(self.args)
+        record.kwargs = copy_data(self.kwargs)
+        record.result = copy_data(self.result)
+        return record
 
     def apply_progress(self, progress: Progress) -> None:
         """Copy the fields that *progress* reports onto this record."""
@@ -125,7 +133,7 @@ class JobRecord:
         """Copy the result or error of *outcome* (and its last progress) onto this record."""
         if outcome.progress is not None:
             self.apply_progress(outcome.progress)
-        self.result = outcome.result
+        self.result = copy_data(outcome.result)  # the caller may go on changing its object
         self.error = outcome.error
         self.error_type = outcome.error_type
         self.error_details = outcome.error_details
@@ -155,6 +163,17 @@ class JobRecord:
         if values.get("error_type") is not None:
             values["error_type"] = ErrorType(values["error_type"])
         return cls(**values)
+
+
+def copy_data(value: Any) -> Any:
+    """A deep copy of JSON-like *value*; quick for the lists, dicts and scalars jobs hold."""
+    if value is None or isinstance(value, (str, int, float)):
+        return value
+    if type(value) is list:
+        return [copy_data(item) for item in value]
+    if type(value) is dict:
+        return {key: copy_data(item) for key, item in value.items()}
+    return deepcopy(value)
 
 
 _TIME_FIELDS = tuple(

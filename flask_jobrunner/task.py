@@ -26,8 +26,6 @@ if t.TYPE_CHECKING:
 P = t.ParamSpec("P")
 R = t.TypeVar("R")
 
-_VAR_ARGS = "*args"
-_VAR_KWARGS = "**kwargs"
 # Model attributes are named apart from the parameters, which are aliases, so a
 # parameter may be called 'json', 'copy' or '_private' without clashing with pydantic.
 _ATTRIBUTE = "p_{key}"
@@ -77,6 +75,12 @@ class Task(t.Generic[P, R]):
         self.queue = queue
         self.is_async = inspect.iscoroutinefunction(func)
         self._signature = inspect.signature(func)
+        # Keys inside **kwargs are reported as parameters of their own.
+        self._var_keyword = {
+            name
+            for name, parameter in self._signature.parameters.items()
+            if parameter.kind is parameter.VAR_KEYWORD
+        }
         self._arguments_model = _arguments_model(self.name, func, self._signature)
         self._result_adapter = _result_adapter(func)
         update_wrapper(self, func)
@@ -120,13 +124,13 @@ class Task(t.Generic[P, R]):
                 f"Invalid arguments for task '{self.name}': {error}.",
                 [{"parameter": named and named.group(1), "message": str(error)}],
             ) from None
-        fields = self._keyed(bound)
+        fields = dict(bound.arguments)
         try:
             model = self._arguments_model.model_validate(fields)
             data = model.model_dump(mode="json", by_alias=True)
             json.dumps(data, allow_nan=False)
         except pydantic.ValidationError as error:
-            raise _invalid_arguments(self.name, error) from None
+            raise _invalid_arguments(self.name, error, self._var_keyword) from None
         except (ValueError, TypeError) as error:
             raise InvalidArguments(
                 f"Invalid arguments for task '{self.name}': they are not JSON ({error}).",
@@ -138,9 +142,9 @@ class Task(t.Generic[P, R]):
         self, args: list[t.Any], kwargs: dict[str, t.Any]
     ) -> tuple[list[t.Any], dict[str, t.Any]]:
         """Turn stored JSON arguments back into the types the function declares."""
-        fields = self._keyed(self._signature.bind(*args, **kwargs))
+        fields = dict(self._signature.bind(*args, **kwargs).arguments)
         model = self._arguments_model.model_validate(fields)
-        values = {key: getattr(model, _ATTRIBUTE.format(key=key)) for key in fields}
+        values = {name: getattr(model, _ATTRIBUTE.format(key=name)) for name in fields}
         return self._split(values, set(fields))
 
     def dump_result(self, result: t.Any) -> t.Any:
@@ -157,42 +161,31 @@ class Task(t.Generic[P, R]):
             ) from None
         return data
 
-    def _keyed(self, bound: inspect.BoundArguments) -> dict[str, t.Any]:
-        return {
-            _field_name(name, self._signature.parameters[name].kind): value
-            for name, value in bound.arguments.items()
-        }
-
     def _split(
         self, values: dict[str, t.Any], present: set[str]
     ) -> tuple[list[t.Any], dict[str, t.Any]]:
         args: list[t.Any] = []
         kwargs: dict[str, t.Any] = {}
         # With values for *args, the parameters before it can only be passed by position.
-        by_position = bool(values.get(_VAR_ARGS))
+        by_position = any(
+            values.get(name)
+            for name, parameter in self._signature.parameters.items()
+            if parameter.kind is parameter.VAR_POSITIONAL
+        )
         for name, parameter in self._signature.parameters.items():
-            field = _field_name(name, parameter.kind)
-            if field not in present:
+            if name not in present:
                 continue
             if parameter.kind is parameter.POSITIONAL_ONLY or (
                 by_position and parameter.kind is parameter.POSITIONAL_OR_KEYWORD
             ):
-                args.append(values[field])
+                args.append(values[name])
             elif parameter.kind is parameter.VAR_POSITIONAL:
-                args.extend(values[field])
+                args.extend(values[name])
             elif parameter.kind is parameter.VAR_KEYWORD:
-                kwargs.update(values[field])
+                kwargs.update(values[name])
             else:
-                kwargs[name] = values[field]
+                kwargs[name] = values[name]
         return args, kwargs
-
-
-def _field_name(name: str, kind: inspect._ParameterKind) -> str:
-    if kind is inspect.Parameter.VAR_POSITIONAL:
-        return _VAR_ARGS
-    if kind is inspect.Parameter.VAR_KEYWORD:
-        return _VAR_KWARGS
-    return name
 
 
 def _arguments_model(
@@ -202,20 +195,22 @@ def _arguments_model(
     fields: dict[str, t.Any] = {}
     for name, parameter in signature.parameters.items():
         annotation = hints.get(name, t.Any)
-        key = _field_name(name, parameter.kind)
         field: t.Any
         if parameter.kind is parameter.VAR_POSITIONAL:
-            field = pydantic.Field(default_factory=list, alias=key)
+            field = pydantic.Field(default_factory=list, alias=name)
             annotation = list[annotation]  # type: ignore[valid-type]
         elif parameter.kind is parameter.VAR_KEYWORD:
-            field = pydantic.Field(default_factory=dict, alias=key)
+            field = pydantic.Field(default_factory=dict, alias=name)
             annotation = dict[str, annotation]  # type: ignore[valid-type]
         elif parameter.default is parameter.empty:
-            field = pydantic.Field(alias=key)
+            field = pydantic.Field(alias=name)
         else:
-            field = pydantic.Field(default=parameter.default, alias=key)
-        fields[_ATTRIBUTE.format(key=key)] = (annotation, field)
-    config = pydantic.ConfigDict(extra="forbid", protected_namespaces=())
+            field = pydantic.Field(default=parameter.default, alias=name)
+        fields[_ATTRIBUTE.format(key=name)] = (annotation, field)
+    # NaN and infinity are not JSON: refused, never stored as null (pydantic's default).
+    config = pydantic.ConfigDict(
+        extra="forbid", protected_namespaces=(), allow_inf_nan=False, ser_json_inf_nan="constants"
+    )
     title = "".join(part.title() for part in task_name.split("_")) + "Arguments"
     try:
         return pydantic.create_model(title, __config__=config, **fields)
@@ -228,11 +223,15 @@ def _arguments_model(
 
 def _result_adapter(func: Callable[..., t.Any]) -> pydantic.TypeAdapter[t.Any]:
     annotation = _type_hints(func.__name__, func).get("return", t.Any)
+    # NaN and infinity stay floats, so the JSON check refuses them instead of storing null.
+    config = pydantic.ConfigDict(ser_json_inf_nan="constants")
     try:
+        return pydantic.TypeAdapter(annotation, config=config)
+    except pydantic.PydanticUserError:  # models carry their own config
         return pydantic.TypeAdapter(annotation)
     except pydantic.PydanticSchemaGenerationError:
         # The result is checked when the job ends; an odd annotation must not stop the task.
-        return pydantic.TypeAdapter(t.Any)
+        return pydantic.TypeAdapter(t.Any, config=config)
 
 
 def _type_hints(task_name: str, func: Callable[..., t.Any]) -> dict[str, t.Any]:
@@ -245,11 +244,13 @@ def _type_hints(task_name: str, func: Callable[..., t.Any]) -> dict[str, t.Any]:
         ) from None
 
 
-def _invalid_arguments(task_name: str, error: pydantic.ValidationError) -> InvalidArguments:
+def _invalid_arguments(
+    task_name: str, error: pydantic.ValidationError, var_keyword: set[str]
+) -> InvalidArguments:
     details: list[dict[str, t.Any]] = []
     for problem in error.errors(include_url=False, include_input=False):
         location = [str(part) for part in problem["loc"]]
-        if location[:1] == [_VAR_KWARGS] and len(location) > 1:
+        if len(location) > 1 and location[0] in var_keyword:
             location = location[1:]
         parameter = location[0] if location else None
         message = problem["msg"]

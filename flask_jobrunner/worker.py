@@ -20,7 +20,7 @@ from flask import Flask
 
 from .context import JobContext
 from .errors import BackendUnavailable
-from .executor import execute, timeout_outcome
+from .executor import execute, send_finished, timeout_outcome
 from .job import Job
 from .signals import job_progress
 
@@ -206,7 +206,8 @@ class Worker:
         if not context.mark_timed_out():
             return
         logger.warning("Job %s ran past its timeout of %g s.", context.id, context.timeout)
-        self.state.backend.finish(context.id, context.token, timeout_outcome(context))
+        if self.state.backend.finish(context.id, context.token, timeout_outcome(context)):
+            send_finished(self.app, Job(context.record, self.state.backend))
 
     def _progress_stored(self, context: JobContext) -> None:
         if job_progress.receivers:

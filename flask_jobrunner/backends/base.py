@@ -70,11 +70,16 @@ class Backend(abc.ABC):
     ) -> list[Claim]:
         """Atomically take up to *limit* ready jobs from *queues*, oldest first.
 
+        Jobs are taken in the order they became due: by ``run_at``, else by
+        ``created_at``, across all *queues*; so a job given back keeps its
+        place and a due retry never waits behind newer jobs.
+
         Each claimed job becomes ``in_progress`` with a new token, a lease of
         *lease* seconds, ``attempts`` increased by one and ``started_at`` set
         on its first run. No job is ever handed to two claims at once. With a
-        *timeout*, a blocking backend waits that long for work; it returns an
-        empty list when there is none.
+        *timeout*, it waits up to that long for work (a :attr:`blocking`
+        backend is woken at once when work arrives, others poll) and returns
+        an empty list when there is none; the worker relies on that wait.
         """
 
     @abc.abstractmethod
@@ -101,7 +106,8 @@ class Backend(abc.ABC):
     def retry_later(self, job_id: str, token: str, run_at: datetime, error: Outcome) -> bool:
         """Put a held job back as pending, claimable again from *run_at*.
 
-        The error of the failed attempt is kept for the status document.
+        The error of the failed attempt is kept for the status document. A
+        job whose cancel was requested becomes ``cancelled`` instead.
         Returns ``False`` if *token* no longer holds the job.
         """
 
@@ -109,7 +115,8 @@ class Backend(abc.ABC):
     def release(self, job_id: str, token: str) -> bool:
         """Give a held job back to the queue at once, not counting this attempt.
 
-        Used at shutdown. Returns ``False`` if *token* no longer holds the job.
+        Used at shutdown. A job whose cancel was requested becomes
+        ``cancelled`` instead. Returns ``False`` if *token* no longer holds the job.
         """
 
     @abc.abstractmethod
@@ -141,6 +148,8 @@ class Backend(abc.ABC):
         """A page of jobs, newest first, and the cursor of the next page (or ``None``).
 
         The filters combine; *cursor* is a value returned by an earlier call.
+
+        :raises InvalidArguments: if *cursor* is not such a value or *limit* is under 1.
         """
 
     @abc.abstractmethod
@@ -153,7 +162,8 @@ class Backend(abc.ABC):
 
         A job recovered fewer than *max_recoveries* times becomes pending again
         (``recoveries`` increased); after that it ends ``failed`` with error
-        type ``interrupted``. Its old token can write nothing more.
+        type ``interrupted``; a job whose cancel was requested ends
+        ``cancelled``. Its old token can write nothing more.
         """
 
     @abc.abstractmethod
@@ -197,8 +207,11 @@ def decode_cursor(cursor: str) -> tuple[datetime, str]:
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
         created_at, job_id = json.loads(raw)
-        return datetime.fromisoformat(created_at), str(job_id)
-    except (ValueError, TypeError, binascii.Error) as error:
+        moment = datetime.fromisoformat(created_at)
+        if moment.utcoffset() is None:  # a naive time cannot be compared with stored ones
+            raise ValueError("the cursor's time has no UTC offset")
+        return moment, str(job_id)
+    except (ValueError, TypeError, RecursionError, binascii.Error) as error:
         raise InvalidArguments(
             f"The cursor {cursor!r} is not valid. Pass a 'next_cursor' value from a previous page."
         ) from error

@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
-from ..errors import BackendUnavailable, JobConflict
+from ..errors import BackendUnavailable, InvalidArguments, JobConflict
 from ..record import Claim, ErrorType, JobRecord, JobStatus, LeaseState, Outcome, Progress, utcnow
 from .base import Backend, decode_cursor, encode_cursor
 
@@ -179,6 +179,7 @@ class MemoryBackend(Backend):
             if record.status is JobStatus.PENDING:
                 self._ready_seq.pop(record.id, None)
                 self._finish_locked(record, JobStatus.CANCELLED)
+                self._compact_ready_locked(record.queue)
             elif record.status is JobStatus.IN_PROGRESS:
                 record.cancel_requested = True
                 record.updated_at = utcnow()
@@ -200,6 +201,8 @@ class MemoryBackend(Backend):
         cursor: str | None = None,
     ) -> tuple[list[JobRecord], str | None]:
         """A newest-first page of jobs."""
+        if limit < 1:
+            raise InvalidArguments(f"'limit' must be at least 1, not {limit}.")
         after = decode_cursor(cursor) if cursor else None
         with self._lock:
             matching = [
@@ -229,7 +232,7 @@ class MemoryBackend(Backend):
                 record = self._jobs[job_id]
                 if record.lease_expires_at is None or record.lease_expires_at > now:
                     continue
-                if record.recoveries < max_recoveries:
+                if record.recoveries < max_recoveries or record.cancel_requested:
                     record.recoveries += 1
                     record.run_at = None
                     self._requeue_locked(record)
@@ -278,10 +281,14 @@ class MemoryBackend(Backend):
 
     def _push_ready_locked(self, record: JobRecord) -> None:
         self._sequence += 1
-        run_at = record.run_at.timestamp() if record.run_at is not None else 0.0
-        heapq.heappush(
-            self._ready.setdefault(record.queue, []), (run_at, self._sequence, record.id)
-        )
+        # Ordered by when the job became due (its run_at, else its creation, never
+        # later than now): the oldest due job goes first, so a job back from a
+        # retry, release or recovery never starves behind newer ones.
+        if record.run_at is not None:
+            due = record.run_at.timestamp()
+        else:
+            due = min(record.created_at.timestamp(), time.time())
+        heapq.heappush(self._ready.setdefault(record.queue, []), (due, self._sequence, record.id))
         self._ready_seq[record.id] = self._sequence
         # Every claimer wakes: one waiting on another queue must not swallow the signal.
         self._work_ready.notify_all()
@@ -323,7 +330,19 @@ class MemoryBackend(Backend):
                 times.append(heap[0][0])
         return min(times, default=None)
 
+    def _compact_ready_locked(self, queue: str) -> None:
+        # A cancelled pending job leaves a dead entry in its heap; rebuild the
+        # heap once dead entries outnumber the live ones, so that cancelling
+        # jobs nobody claims (or scheduled far ahead) never grows memory.
+        heap = self._ready.get(queue)
+        if heap is not None and len(heap) > 2 * len(self._ready_seq) + 64:
+            heap[:] = [entry for entry in heap if self._ready_seq.get(entry[2]) == entry[1]]
+            heapq.heapify(heap)
+
     def _requeue_locked(self, record: JobRecord) -> None:
+        if record.cancel_requested:  # given back after a cancel request: it is not run again
+            self._finish_locked(record, JobStatus.CANCELLED)
+            return
         self._running.discard(record.id)
         record.status = JobStatus.PENDING
         record.token = None

@@ -1,0 +1,642 @@
+"""The thread worker in the web process: app contexts, concurrency, timeouts, retries.
+
+Every test runs real worker threads against the ``backend`` fixture; waits
+are bounded by ``Job.wait(timeout)`` or ``wait_until``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+from flask import Flask, current_app, g, has_request_context
+from flask.globals import _cv_app
+from flask_sqlalchemy import SQLAlchemy
+
+from conftest import wait_until
+from flask_jobrunner import (
+    ErrorType,
+    Job,
+    JobCancelled,
+    JobRunner,
+    JobStatus,
+    JobTimeout,
+    current_job,
+    job_finished,
+    job_progress,
+    job_started,
+    job_submitted,
+)
+
+BASE_CONFIG = {"JOBRUNNER_PROGRESS_INTERVAL": 0, "JOBRUNNER_SHUTDOWN_TIMEOUT": 5}
+
+
+def settings(**values: Any) -> pytest.MarkDecorator:
+    """Run the test with these ``JOBRUNNER_*`` settings on top of conftest's defaults."""
+    config = {**BASE_CONFIG, **{f"JOBRUNNER_{key.upper()}": v for key, v in values.items()}}
+    label = ",".join(f"{key}={value}" for key, value in values.items())
+    return pytest.mark.parametrize("config", [config], ids=[label])
+
+
+def worker_threads() -> list[str]:
+    return [thread.name for thread in threading.enumerate() if thread.name.startswith("jobrunner-")]
+
+
+# -- app context -------------------------------------------------------------
+
+
+@settings(max_workers=1)
+def test_job_runs_in_an_app_context_of_the_real_app_popped_after_each_job(
+    app: Flask, jobs: JobRunner
+) -> None:
+    seen: list[dict[str, Any]] = []
+    torn_down: list[str] = []
+
+    @app.teardown_appcontext
+    def record_teardown(error: BaseException | None) -> None:
+        torn_down.append(threading.current_thread().name)
+
+    @jobs.task
+    def inspect_context(marker: str) -> None:
+        seen.append(
+            {
+                "app": current_app._get_current_object(),
+                "context": _cv_app.get(),
+                "g_before": g.get("marker"),
+                "request": has_request_context(),
+                "thread": threading.current_thread().name,
+            }
+        )
+        g.marker = marker
+
+    first = inspect_context.submit("first").wait(timeout=5)
+    second = inspect_context.submit("second").wait(timeout=5)
+
+    assert first.status is second.status is JobStatus.COMPLETED
+    assert [entry["app"] for entry in seen] == [app, app]
+    assert all(entry["app"] is app for entry in seen)
+    # One worker thread ran both, each in a fresh context that nothing carried over to.
+    assert seen[0]["thread"] == seen[1]["thread"]
+    assert seen[0]["thread"].startswith("jobrunner-")
+    assert seen[0]["context"] is not seen[1]["context"]
+    assert seen[1]["g_before"] is None
+    assert not any(entry["request"] for entry in seen)
+    assert torn_down == [seen[0]["thread"], seen[1]["thread"]]
+
+
+@settings(max_workers=1)
+def test_flask_sqlalchemy_session_is_per_job_and_removed_after_it(
+    app: Flask, jobs: JobRunner, tmp_path: Path
+) -> None:
+    app.config["SQLALCHEMY_DATABASE_URI"] = f"sqlite:///{tmp_path / 'app.db'}"
+    db = SQLAlchemy()
+
+    class Note(db.Model):  # type: ignore[name-defined,misc]
+        id = sa.Column(sa.Integer, primary_key=True)
+        text = sa.Column(sa.String(50), nullable=False)
+
+    db.init_app(app)
+    db.create_all()
+    main_session = db.session()
+    seen: list[tuple[object, object, int]] = []
+
+    @jobs.task
+    def add_note_without_commit(text: str) -> None:
+        seen.append((db.session(), db.session.registry.scopefunc(), threading.get_ident()))
+        db.session.add(Note(text=text))
+        db.session.flush()  # takes SQLite's write lock; only a rollback gives it back
+
+    try:
+        first = add_note_without_commit.submit("lost").wait(timeout=5)
+        second = add_note_without_commit.submit("lost too").wait(timeout=5)
+        assert first.status is second.status is JobStatus.COMPLETED
+
+        (first_session, first_key, thread), (second_session, second_key, _) = seen
+        assert thread != threading.get_ident()
+        assert first_session is not main_session
+        assert second_session is not first_session
+        assert first_key not in db.session.registry.registry
+        assert second_key not in db.session.registry.registry
+        # Nothing the jobs added survived, and they hold no lock on the database.
+        assert db.session.scalar(sa.select(sa.func.count()).select_from(Note)) == 0
+        db.session.add(Note(text="kept"))
+        db.session.commit()
+        assert db.session.scalars(sa.select(Note.text)).all() == ["kept"]
+    finally:
+        db.session.remove()
+        db.engine.dispose()
+
+
+# -- claiming and concurrency ------------------------------------------------
+
+
+def test_no_job_runs_twice_when_many_threads_submit_at_once(app: Flask, jobs: JobRunner) -> None:
+    runs: collections.Counter[str] = collections.Counter()
+    lock = threading.Lock()
+
+    @jobs.task
+    def record_run(number: int) -> int:
+        with lock:
+            runs[current_job.id] += 1
+        return number
+
+    submitters, per_thread = 8, 250
+    barrier = threading.Barrier(submitters)
+    submitted: dict[str, int] = {}
+    errors: list[BaseException] = []
+
+    def submit_many(offset: int) -> None:
+        try:
+            with app.app_context():
+                barrier.wait(timeout=5)
+                for number in range(offset, offset + per_thread):
+                    job = record_run.submit(number)
+                    with lock:
+                        submitted[job.id] = number
+        except BaseException as error:  # reported below, in the test's thread
+            errors.append(error)
+
+    threads = [
+        threading.Thread(target=submit_many, args=(index * per_thread,))
+        for index in range(submitters)
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+    assert not errors
+    assert len(submitted) == submitters * per_thread
+
+    backend = jobs.get_state(app).backend
+    wait_until(lambda: backend.counts()[JobStatus.COMPLETED] == len(submitted), timeout=30)
+    assert set(runs) == set(submitted)
+    assert set(runs.values()) == {1}
+    for job_id, number in submitted.items():
+        job = jobs.get(job_id)
+        assert job is not None
+        assert (job.status, job.result, job.record.attempts) == (JobStatus.COMPLETED, number, 1)
+
+
+@settings(max_workers=2)
+def test_max_workers_bounds_how_many_jobs_run_at_once(app: Flask, jobs: JobRunner) -> None:
+    lock = threading.Lock()
+    release = threading.Event()
+    running = 0
+    most = 0
+
+    @jobs.task
+    def held() -> None:
+        nonlocal running, most
+        with lock:
+            running += 1
+            most = max(most, running)
+        release.wait(timeout=10)
+        with lock:
+            running -= 1
+
+    submitted = [held.submit() for _ in range(6)]
+    try:
+        wait_until(lambda: running == 2, timeout=5)
+        counts = jobs.get_state(app).backend.counts()
+        assert counts[JobStatus.IN_PROGRESS] == 2
+        assert counts[JobStatus.PENDING] == 4
+    finally:
+        release.set()
+    for job in submitted:
+        assert job.wait(timeout=5).status is JobStatus.COMPLETED
+    assert most == 2
+
+
+# -- timeouts and cancellation -----------------------------------------------
+
+
+def test_job_past_its_timeout_fails_even_if_its_thread_never_checks(
+    app: Flask, jobs: JobRunner
+) -> None:
+    release = threading.Event()
+    ended = threading.Event()
+
+    @jobs.task(timeout=0.3)
+    def never_checks() -> str:
+        deadline = time.monotonic() + 10
+        while not release.is_set() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        ended.set()
+        return "too late"
+
+    job = never_checks.submit()
+    try:
+        job.wait(timeout=5)
+        assert not ended.is_set(), "the job was ended by its own thread, not by its timeout"
+    finally:
+        release.set()
+    assert job.status is JobStatus.FAILED
+    assert job.error_type is ErrorType.TIMEOUT
+    assert "timeout of 0.3 seconds" in (job.error or "")
+
+    # Once the thread does end, its late result does not overwrite the final state.
+    assert jobs.shutdown(app, timeout=5)
+    assert ended.is_set()
+    job.refresh()
+    assert (job.status, job.error_type, job.result) == (JobStatus.FAILED, ErrorType.TIMEOUT, None)
+
+
+def test_task_that_checks_past_its_timeout_ends_timeout(app: Flask, jobs: JobRunner) -> None:
+    raised: list[BaseException] = []
+
+    @jobs.task(timeout=0.3)
+    def checks_often() -> None:
+        deadline = time.monotonic() + 10
+        try:
+            while time.monotonic() < deadline:
+                current_job.check()
+                time.sleep(0.01)
+        except JobTimeout as error:
+            raised.append(error)
+            raise
+
+    job = checks_often.submit().wait(timeout=5)
+
+    assert job.status is JobStatus.FAILED
+    assert job.error_type is ErrorType.TIMEOUT
+    wait_until(lambda: raised, timeout=5)
+    assert isinstance(raised[0], JobTimeout)
+
+
+@pytest.mark.parametrize("way", ["check", "progress"])
+def test_cancel_of_a_running_job_ends_it_cancelled(app: Flask, jobs: JobRunner, way: str) -> None:
+    started = threading.Event()
+    raised: list[BaseException] = []
+
+    @jobs.task
+    def loops_until_cancelled() -> None:
+        started.set()
+        try:
+            for done in range(1000):
+                if way == "check":
+                    current_job.check()
+                else:
+                    current_job.progress(done=done, total=1000)
+                time.sleep(0.01)
+        except JobCancelled as error:
+            raised.append(error)
+            raise
+
+    job = loops_until_cancelled.submit()
+    assert started.wait(timeout=5)
+
+    requested = jobs.cancel(job.id)
+
+    assert requested.status is JobStatus.IN_PROGRESS
+    assert requested.to_dict()["cancel_requested"] is True
+    assert job.wait(timeout=5).status is JobStatus.CANCELLED
+    assert "cancelled_at" in job.to_dict()
+    assert job.error is None
+    assert len(raised) == 1
+
+
+@settings(run_workers=False)
+def test_cancel_of_a_pending_job_ends_it_cancelled_at_once(app: Flask, jobs: JobRunner) -> None:
+    @jobs.task
+    def never_started() -> None:
+        raise AssertionError("a cancelled job ran")
+
+    job = never_started.submit()
+
+    cancelled = jobs.cancel(job.id)
+
+    assert cancelled.status is JobStatus.CANCELLED
+    assert job.refresh().status is JobStatus.CANCELLED
+    assert job.record.attempts == 0
+    assert "cancelled_at" in job.to_dict()
+
+
+@settings(max_workers=1)
+def test_cancelled_pending_job_is_never_run_by_the_worker(app: Flask, jobs: JobRunner) -> None:
+    release = threading.Event()
+    started = threading.Event()
+    ran: list[str] = []
+
+    @jobs.task
+    def blocker() -> None:
+        started.set()
+        release.wait(timeout=10)
+
+    @jobs.task
+    def recorded(name: str) -> None:
+        ran.append(name)
+
+    first = blocker.submit()
+    assert started.wait(timeout=5)
+    try:
+        cancelled = recorded.submit("cancelled")
+        assert jobs.cancel(cancelled.id).status is JobStatus.CANCELLED
+        after = recorded.submit("after")
+    finally:
+        release.set()
+
+    assert first.wait(timeout=5).status is JobStatus.COMPLETED
+    assert after.wait(timeout=5).status is JobStatus.COMPLETED
+    assert ran == ["after"]
+    assert cancelled.refresh().status is JobStatus.CANCELLED
+
+
+# -- retries -----------------------------------------------------------------
+
+
+def test_system_error_is_retried_then_fails_with_every_attempt_counted(
+    app: Flask, jobs: JobRunner
+) -> None:
+    runs: list[int] = []
+
+    @jobs.task(retries=2, retry_backoff=0.01)
+    def always_breaks() -> None:
+        runs.append(current_job.attempt)
+        raise RuntimeError("the provider is down")
+
+    job = always_breaks.submit().wait(timeout=5)
+
+    assert runs == [1, 2, 3]
+    assert job.status is JobStatus.FAILED
+    assert job.error_type is ErrorType.SYSTEM
+    assert job.error == "Internal error: the provider is down"
+    assert job.record.error_details == "RuntimeError"
+    assert job.record.attempts == 3
+    assert job.to_dict()["attempts"] == 3
+
+
+def test_task_that_fails_once_then_succeeds_completes(app: Flask, jobs: JobRunner) -> None:
+    runs: list[int] = []
+
+    @jobs.task(retries=2, retry_backoff=0.01)
+    def flaky() -> str:
+        runs.append(current_job.attempt)
+        if len(runs) == 1:
+            raise ConnectionError("blip")
+        return "ok"
+
+    job = flaky.submit().wait(timeout=5)
+
+    assert (job.status, job.result) == (JobStatus.COMPLETED, "ok")
+    assert runs == [1, 2]
+    assert job.record.attempts == 2
+
+
+def test_value_error_is_a_validation_failure_and_not_retried(app: Flask, jobs: JobRunner) -> None:
+    runs: list[int] = []
+
+    @jobs.task(retries=3, retry_backoff=0.01)
+    def refuses(symbol: str) -> None:
+        runs.append(current_job.attempt)
+        raise ValueError(f"Unknown symbol {symbol!r}")
+
+    job = refuses.submit("XYZ").wait(timeout=5)
+
+    assert runs == [1]
+    assert job.status is JobStatus.FAILED
+    assert job.error_type is ErrorType.VALIDATION
+    assert job.error == "Unknown symbol 'XYZ'"
+    assert job.record.attempts == 1
+
+
+# -- async tasks and progress ------------------------------------------------
+
+
+def test_async_task_runs_and_reports_progress(app: Flask, jobs: JobRunner) -> None:
+    @jobs.task
+    async def double_later(number: int) -> int:
+        await asyncio.sleep(0.01)
+        current_job.progress(done=1, total=2, message="half way")
+        await asyncio.sleep(0.01)
+        return number * 2
+
+    assert double_later.is_async
+    job = double_later.submit(21).wait(timeout=5)
+
+    assert (job.status, job.result) == (JobStatus.COMPLETED, 42)
+    assert job.percentage == 50.0
+    assert job.message == "half way"
+    assert job.record.items_processed == 1
+
+
+def test_progress_is_stored_with_percentage_from_done_and_total(
+    app: Flask, jobs: JobRunner
+) -> None:
+    release = threading.Event()
+
+    @jobs.task
+    def counts_symbols() -> str:
+        current_job.progress(done=1, total=4, message="Processed 1 of 4 symbols")
+        release.wait(timeout=10)
+        current_job.progress(done=3, total=4)
+        current_job.progress(percentage=150, message="almost")
+        return "done"
+
+    job = counts_symbols.submit()
+    try:
+        wait_until(lambda: job.refresh().percentage == 25.0, timeout=5)
+        assert job.status is JobStatus.IN_PROGRESS
+        assert job.message == "Processed 1 of 4 symbols"
+        document = job.to_dict()
+        assert (document["items_processed"], document["total_items"]) == (1, 4)
+    finally:
+        release.set()
+
+    job.wait(timeout=5)
+    assert (job.status, job.result) == (JobStatus.COMPLETED, "done")
+    assert job.percentage == 100.0  # 150 is clamped
+    assert job.message == "almost"
+    assert (job.record.items_processed, job.record.total_items) == (3, 4)
+
+
+@settings(progress_interval=30)
+def test_progress_is_throttled_but_the_last_report_is_stored_with_the_final_state(
+    app: Flask, jobs: JobRunner
+) -> None:
+    stored: list[int | None] = []
+
+    def record_stored(sender: Flask, job: Job) -> None:
+        stored.append(job.record.items_processed)
+
+    @jobs.task
+    def reports_often() -> None:
+        for done in range(1, 11):
+            current_job.progress(done=done, total=10, message=f"item {done}")
+
+    with job_progress.connected_to(record_stored):
+        job = reports_often.submit().wait(timeout=5)
+
+    assert job.status is JobStatus.COMPLETED
+    assert stored == [1]  # the first report is written, the next nine wait
+    assert (job.record.items_processed, job.record.total_items) == (10, 10)
+    assert job.percentage == 100.0
+    assert job.message == "item 10"
+
+
+def test_result_that_is_not_json_fails_the_job_with_a_clear_error(
+    app: Flask, jobs: JobRunner
+) -> None:
+    @jobs.task
+    def returns_an_object():  # type: ignore[no-untyped-def]
+        return object()
+
+    job = returns_an_object.submit().wait(timeout=5)
+
+    assert job.status is JobStatus.FAILED
+    assert job.error_type is ErrorType.SYSTEM
+    assert job.error is not None
+    assert job.error.startswith("Internal error: The result of task 'returns_an_object'")
+    assert "is not JSON (object)" in job.error
+    assert job.result is None
+
+
+# -- signals -----------------------------------------------------------------
+
+
+def test_signals_are_sent_with_the_app_as_sender_and_the_job(app: Flask, jobs: JobRunner) -> None:
+    received: list[tuple[str, object, str, JobStatus, str]] = []
+
+    def receiver(name: str) -> Callable[..., None]:
+        def receive(sender: Flask, job: Job) -> None:
+            received.append((name, sender, job.id, job.status, threading.current_thread().name))
+
+        return receive
+
+    @jobs.task
+    def reports_once() -> int:
+        current_job.progress(done=1, total=1)
+        return 1
+
+    receivers = {
+        "submitted": receiver("submitted"),
+        "started": receiver("started"),
+        "progress": receiver("progress"),
+        "finished": receiver("finished"),
+    }
+    with (
+        job_submitted.connected_to(receivers["submitted"]),
+        job_started.connected_to(receivers["started"]),
+        job_progress.connected_to(receivers["progress"]),
+        job_finished.connected_to(receivers["finished"]),
+    ):
+        job = reports_once.submit().wait(timeout=5)
+        wait_until(lambda: any(name == "finished" for name, *_ in received), timeout=5)
+
+    assert [name for name, *_ in received] == ["submitted", "started", "progress", "finished"]
+    assert all(sender is app for _, sender, *_ in received)
+    assert {job_id for _, _, job_id, *_ in received} == {job.id}
+    statuses = {name: status for name, _, _, status, _ in received}
+    assert statuses == {
+        "submitted": JobStatus.PENDING,
+        "started": JobStatus.IN_PROGRESS,
+        "progress": JobStatus.IN_PROGRESS,
+        "finished": JobStatus.COMPLETED,
+    }
+    threads = {name: thread for name, *_, thread in received}
+    assert threads["submitted"] == threading.current_thread().name
+    assert threads["started"].startswith("jobrunner-")
+    assert threads["finished"] == threads["started"]
+
+
+# -- eager mode, shutdown, enqueue-only --------------------------------------
+
+
+@settings(eager=True)
+def test_eager_mode_runs_the_job_and_its_retries_at_submit_in_the_callers_thread(
+    app: Flask, jobs: JobRunner
+) -> None:
+    threads: list[int] = []
+
+    @jobs.task(retries=2, retry_backoff=30)
+    def flaky(number: int) -> int:
+        threads.append(threading.get_ident())
+        if len(threads) < 3:
+            raise RuntimeError("not yet")
+        return number
+
+    job = flaky.submit(7)
+
+    assert (job.status, job.result) == (JobStatus.COMPLETED, 7)
+    assert job.record.attempts == 3
+    assert threads == [threading.get_ident()] * 3
+    assert worker_threads() == []
+
+
+@settings(eager=True)
+def test_eager_mode_stores_a_final_failure_at_submit(app: Flask, jobs: JobRunner) -> None:
+    @jobs.task(retries=1)
+    def broken() -> None:
+        raise RuntimeError("broken")
+
+    job = broken.submit()
+
+    assert (job.status, job.error_type, job.record.attempts) == (
+        JobStatus.FAILED,
+        ErrorType.SYSTEM,
+        2,
+    )
+
+
+def test_shutdown_lets_a_running_job_finish(app: Flask, jobs: JobRunner) -> None:
+    started = threading.Event()
+
+    @jobs.task
+    def takes_a_while() -> str:
+        started.set()
+        time.sleep(0.3)  # the work itself
+        return "finished"
+
+    job = takes_a_while.submit()
+    assert started.wait(timeout=5)
+
+    assert jobs.shutdown(app) is True
+
+    assert (job.refresh().status, job.result) == (JobStatus.COMPLETED, "finished")
+    assert worker_threads() == []
+
+
+def test_shutdown_gives_back_a_job_that_does_not_finish_in_time(
+    app: Flask, jobs: JobRunner
+) -> None:
+    started = threading.Event()
+    release = threading.Event()
+
+    @jobs.task
+    def stuck() -> None:
+        started.set()
+        release.wait(timeout=10)
+
+    job = stuck.submit()
+    assert started.wait(timeout=5)
+    try:
+        assert jobs.shutdown(app, timeout=0.2) is False
+    finally:
+        release.set()
+
+    job.refresh()
+    assert job.status is JobStatus.PENDING
+    assert job.record.attempts == 0
+
+
+@settings(run_workers=False)
+def test_run_workers_false_only_enqueues(app: Flask, jobs: JobRunner) -> None:
+    ran: list[int] = []
+
+    @jobs.task
+    def never_here() -> None:
+        ran.append(1)
+
+    job = never_here.submit()
+    app.test_client().get("/api/jobs")  # a request does not start a worker either
+
+    assert job.refresh().status is JobStatus.PENDING
+    assert jobs.get_state(app).worker is None
+    assert worker_threads() == []
+    assert ran == []
