@@ -67,11 +67,13 @@ class AppState:
         with self._lock:
             if self._worker_pid == os.getpid():
                 return
+            # Before the first job can start, so a SIGTERM never kills a job outright.
+            _stop_on_sigterm()
+            atexit.register(self.shutdown)
             worker = Worker(app, self, threads=self.settings.max_workers, queues=self.runner.queues)
-            worker.start()
+            # Known before it starts: a SIGTERM during the start must still drain it.
             self.worker, self._worker_pid = worker, os.getpid()
-        atexit.register(self.shutdown)
-        _stop_on_sigterm()
+            worker.start()
 
     def shutdown(self, timeout: float | None = None) -> bool:
         """Stop the worker, draining running jobs for up to *timeout* seconds.
