@@ -7,6 +7,7 @@ the reason, or fails when ``JOBRUNNER_TEST_REQUIRE_SERVICES=1``.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 import time
@@ -72,9 +73,7 @@ def app(jobs: JobRunner, backend: Backend, config: dict[str, Any]) -> Iterator[F
     jobs.shutdown(app, timeout=10)
 
 
-def wait_until(
-    predicate: Callable[[], Any], timeout: float = 10.0, interval: float = 0.01
-) -> Any:
+def wait_until(predicate: Callable[[], Any], timeout: float = 10.0, interval: float = 0.01) -> Any:
     """Poll *predicate* until it is truthy; fail the test after *timeout* seconds."""
     deadline = time.monotonic() + timeout
     while True:
@@ -123,10 +122,8 @@ def pytest_runtest_teardown(item: pytest.Item, nextitem: pytest.Item | None) -> 
     if children:
         problems.append(f"child processes still running: {children}")
         for pid in children:
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, 9)
-            except ProcessLookupError:
-                pass
     if problems:
         pytest.fail(f"{item.nodeid} leaked: {'; '.join(problems)}", pytrace=False)
     return result

@@ -257,7 +257,7 @@ def test_invalid_varargs_point_at_the_wrong_value(jobs: JobRunner) -> None:
     @jobs.task
     def gather(*numbers: int, **labels: str) -> None: ...
 
-    with pytest.raises(InvalidArguments, match="'numbers.1': .*valid integer") as caught:
+    with pytest.raises(InvalidArguments, match=r"'numbers\.1': .*valid integer") as caught:
         gather.validate((1, "two"), {})
     assert caught.value.details[0]["parameter"] == "numbers"
     assert caught.value.details[0]["path"] == ["numbers", "1"]
