@@ -13,7 +13,8 @@ Submit a job, then poll the URL in its Location header:
        -H 'Content-Type: application/json' -d '{{"etfs": ["SPY", "QQQ"]}}'
   curl -s http://127.0.0.1:{port}/api/jobs/<job_id>
 
-Or watch one from another terminal:
+Or run one in a terminal with a live progress bar (in the flask command's
+own process: the default memory backend is not shared between processes):
 
   .venv/bin/flask --app examples.tickstock jobs submit load-etf-holdings --watch
 """
