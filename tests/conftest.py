@@ -56,9 +56,17 @@ def jobs() -> JobRunner:
 
 
 @pytest.fixture
-def config() -> dict[str, Any]:
-    """Settings the ``app`` fixture applies; override or update it in a test."""
-    return {"JOBRUNNER_PROGRESS_INTERVAL": 0, "JOBRUNNER_SHUTDOWN_TIMEOUT": 5}
+def config(request: pytest.FixtureRequest) -> dict[str, Any]:
+    """Settings the ``app`` fixture applies: these defaults, plus a test's :func:`settings`."""
+    defaults = {"JOBRUNNER_PROGRESS_INTERVAL": 0, "JOBRUNNER_SHUTDOWN_TIMEOUT": 5}
+    return {**defaults, **getattr(request, "param", {})}
+
+
+def settings(**values: Any) -> pytest.MarkDecorator:
+    """Run the test with these ``JOBRUNNER_*`` settings (lower case, no prefix) on its app."""
+    config = {f"JOBRUNNER_{key.upper()}": value for key, value in values.items()}
+    label = ",".join(f"{key}={value}" for key, value in values.items())
+    return pytest.mark.parametrize("config", [config], indirect=True, ids=[label])
 
 
 @pytest.fixture

@@ -11,20 +11,13 @@ from flask import Flask, Response, request
 from flask.testing import FlaskClient
 from werkzeug.test import TestResponse
 
+from conftest import settings
 from flask_jobrunner import Job, JobRunner
 
 PREFIX = "/api/jobs"
 
 
-@pytest.fixture
-def config(config: dict[str, Any], request: pytest.FixtureRequest) -> dict[str, Any]:
-    """The conftest settings, plus those a test passes with ``indirect=True``."""
-    return {**config, **getattr(request, "param", {})}
-
-
-enqueue_only = pytest.mark.parametrize(
-    "config", [{"JOBRUNNER_RUN_WORKERS": False}], indirect=True, ids=["enqueue-only"]
-)
+enqueue_only = settings(run_workers=False)
 
 
 @pytest.fixture

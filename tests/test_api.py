@@ -13,7 +13,7 @@ import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 
-from conftest import wait_until
+from conftest import settings, wait_until
 from flask_jobrunner import Backend, JobRunner, current_job
 from flask_jobrunner.record import JobRecord, Progress, new_job_id
 
@@ -21,16 +21,8 @@ PREFIX = "/api/jobs"
 ACCEPTED_KEYS = {"job_id", "status", "message", "polling_url"}
 
 
-@pytest.fixture
-def config(config: dict[str, Any], request: pytest.FixtureRequest) -> dict[str, Any]:
-    """The conftest settings, plus those a test passes with ``indirect=True``."""
-    return {**config, **getattr(request, "param", {})}
-
-
 #: Jobs stay ``pending``: the app enqueues and no worker ever claims.
-enqueue_only = pytest.mark.parametrize(
-    "config", [{"JOBRUNNER_RUN_WORKERS": False}], indirect=True, ids=["enqueue-only"]
-)
+enqueue_only = settings(run_workers=False)
 
 
 @pytest.fixture

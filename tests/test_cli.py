@@ -9,17 +9,8 @@ import pytest
 from click.testing import Result
 from flask import Flask
 
-from conftest import wait_until
+from conftest import settings, wait_until
 from flask_jobrunner import Backend, JobRunner, JobStatus, Task, current_job
-
-BASE_CONFIG = {"JOBRUNNER_PROGRESS_INTERVAL": 0, "JOBRUNNER_SHUTDOWN_TIMEOUT": 5}
-
-
-def settings(**values: Any) -> pytest.MarkDecorator:
-    """Run the test with these ``JOBRUNNER_*`` settings on top of conftest's defaults."""
-    config = {**BASE_CONFIG, **{f"JOBRUNNER_{key.upper()}": v for key, v in values.items()}}
-    label = ",".join(f"{key}={value}" for key, value in values.items())
-    return pytest.mark.parametrize("config", [config], ids=[label])
 
 
 def run(app: Flask, *args: str) -> Result:

@@ -12,6 +12,7 @@ import pydantic
 import pytest
 from flask import Flask
 
+from conftest import settings
 from flask_jobrunner import (
     ConfigurationError,
     InvalidArguments,
@@ -22,15 +23,6 @@ from flask_jobrunner import (
     Task,
     TaskNotFound,
 )
-
-BASE_CONFIG = {"JOBRUNNER_PROGRESS_INTERVAL": 0, "JOBRUNNER_SHUTDOWN_TIMEOUT": 5}
-
-
-def settings(**values: Any) -> pytest.MarkDecorator:
-    """Run the test with these ``JOBRUNNER_*`` settings on top of conftest's defaults."""
-    config = {**BASE_CONFIG, **{f"JOBRUNNER_{key.upper()}": v for key, v in values.items()}}
-    label = ",".join(f"{key}={value}" for key, value in values.items())
-    return pytest.mark.parametrize("config", [config], ids=[label])
 
 
 class Window(pydantic.BaseModel):

@@ -20,7 +20,7 @@ from flask import Flask, current_app, g, has_request_context
 from flask.globals import _cv_app
 from flask_sqlalchemy import SQLAlchemy
 
-from conftest import wait_until
+from conftest import settings, wait_until
 from flask_jobrunner import (
     ErrorType,
     Job,
@@ -34,15 +34,6 @@ from flask_jobrunner import (
     job_started,
     job_submitted,
 )
-
-BASE_CONFIG = {"JOBRUNNER_PROGRESS_INTERVAL": 0, "JOBRUNNER_SHUTDOWN_TIMEOUT": 5}
-
-
-def settings(**values: Any) -> pytest.MarkDecorator:
-    """Run the test with these ``JOBRUNNER_*`` settings on top of conftest's defaults."""
-    config = {**BASE_CONFIG, **{f"JOBRUNNER_{key.upper()}": v for key, v in values.items()}}
-    label = ",".join(f"{key}={value}" for key, value in values.items())
-    return pytest.mark.parametrize("config", [config], ids=[label])
 
 
 def worker_threads() -> list[str]:
