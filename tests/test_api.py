@@ -14,7 +14,7 @@ from flask import Flask
 from flask.testing import FlaskClient
 
 from conftest import settings, wait_until
-from flask_jobrunner import Backend, JobRunner, current_job
+from flask_jobrunner import Backend, JobRunner, Task, current_job
 from flask_jobrunner.record import JobRecord, Progress, new_job_id
 
 PREFIX = "/api/jobs"
@@ -23,6 +23,17 @@ ACCEPTED_KEYS = {"job_id", "status", "message", "polling_url"}
 
 #: Jobs stay ``pending``: the app enqueues and no worker ever claims.
 enqueue_only = settings(run_workers=False)
+
+
+@pytest.fixture
+def noop(jobs: JobRunner) -> Task[[], None]:
+    """An HTTP task named 'noop' that does nothing."""
+
+    @jobs.task(http=True)
+    def noop() -> None:
+        pass
+
+    return noop
 
 
 @pytest.fixture
@@ -94,13 +105,10 @@ def test_submit_answers_202_with_location_retry_after_and_the_accepted_body(
 
 
 @enqueue_only
+@pytest.mark.usefixtures("noop")
 def test_location_of_a_new_job_is_where_the_client_reads_it(
     jobs: JobRunner, client: FlaskClient
 ) -> None:
-    @jobs.task(http=True)
-    def noop() -> None:
-        pass
-
     location = client.post(f"{PREFIX}/noop").headers["Location"]
 
     document = read(client, location.removeprefix(PREFIX + "/"))
@@ -109,13 +117,10 @@ def test_location_of_a_new_job_is_where_the_client_reads_it(
 
 
 @enqueue_only
+@pytest.mark.usefixtures("noop")
 def test_location_keeps_the_script_root_of_an_app_mounted_below_the_server_root(
     jobs: JobRunner, client: FlaskClient
 ) -> None:
-    @jobs.task(http=True)
-    def noop() -> None:
-        pass
-
     response = client.post(f"{PREFIX}/noop", base_url="http://localhost/tools")
 
     assert response.status_code == 202
@@ -129,13 +134,10 @@ def test_location_keeps_the_script_root_of_an_app_mounted_below_the_server_root(
 @pytest.mark.parametrize(
     "config", [{"JOBRUNNER_RETRY_AFTER_INITIAL": 2}], indirect=True, ids=["initial-2"]
 )
+@pytest.mark.usefixtures("noop")
 def test_accepted_retry_after_is_the_configured_initial_delay(
     jobs: JobRunner, client: FlaskClient
 ) -> None:
-    @jobs.task(http=True)
-    def noop() -> None:
-        pass
-
     assert client.post(f"{PREFIX}/noop").headers["Retry-After"] == "2"
 
 
@@ -224,13 +226,10 @@ def test_submit_by_path_with_no_body_uses_the_defaults(
 
 
 @enqueue_only
+@pytest.mark.usefixtures("noop")
 def test_pending_job_document_has_only_the_fields_that_apply(
     jobs: JobRunner, client: FlaskClient
 ) -> None:
-    @jobs.task(http=True)
-    def noop() -> None:
-        pass
-
     job_id = submit(client, "noop")
 
     response = client.get(f"{PREFIX}/{job_id}")
@@ -309,13 +308,10 @@ def test_completed_job_document_has_its_result_and_completed_at(
     assert "Retry-After" not in response.headers
 
 
+@pytest.mark.usefixtures("noop")
 def test_completed_job_with_no_return_value_has_a_null_result(
     jobs: JobRunner, client: FlaskClient
 ) -> None:
-    @jobs.task(http=True)
-    def noop() -> None:
-        pass
-
     job_id = submit(client, "noop")
     wait_finished(jobs, job_id)
 
@@ -367,11 +363,8 @@ def test_task_raising_anything_else_fails_with_error_type_system(
 
 
 @enqueue_only
+@pytest.mark.usefixtures("noop")
 def test_cancelled_job_document_has_cancelled_at(jobs: JobRunner, client: FlaskClient) -> None:
-    @jobs.task(http=True)
-    def noop() -> None:
-        pass
-
     job_id = submit(client, "noop")
     assert client.post(f"{PREFIX}/{job_id}/cancel").status_code == 202
 
@@ -403,13 +396,10 @@ def retry_after(client: FlaskClient, job_id: str) -> int:
 
 
 @enqueue_only
+@pytest.mark.usefixtures("noop")
 def test_retry_after_of_a_new_job_is_the_initial_delay(
     app: Flask, jobs: JobRunner, client: FlaskClient
 ) -> None:
-    @jobs.task(http=True)
-    def noop() -> None:
-        pass
-
     job_id = submit(client, "noop")
 
     assert retry_after(client, job_id) == app.config["JOBRUNNER_RETRY_AFTER_INITIAL"]
@@ -463,11 +453,8 @@ def test_retry_after_is_shorter_for_a_running_job_that_is_nearly_done(
     assert retry_after(client, nearly_done) >= 1
 
 
+@pytest.mark.usefixtures("noop")
 def test_retry_after_is_absent_once_the_job_finished(jobs: JobRunner, client: FlaskClient) -> None:
-    @jobs.task(http=True)
-    def noop() -> None:
-        pass
-
     job_id = submit(client, "noop")
     wait_finished(jobs, job_id)
 
@@ -490,11 +477,8 @@ def listed_ids(client: FlaskClient, query: str = "") -> list[str]:
 
 
 @enqueue_only
+@pytest.mark.usefixtures("noop")
 def test_list_answers_status_documents_newest_first(jobs: JobRunner, client: FlaskClient) -> None:
-    @jobs.task(http=True)
-    def noop() -> None:
-        pass
-
     submitted = [submit(client, "noop") for _ in range(3)]
 
     page = list_page(client)
@@ -546,11 +530,8 @@ def test_list_filters_finished_jobs_by_status(jobs: JobRunner, client: FlaskClie
 
 
 @enqueue_only
+@pytest.mark.usefixtures("noop")
 def test_list_limit_caps_the_page_size(jobs: JobRunner, client: FlaskClient) -> None:
-    @jobs.task(http=True)
-    def noop() -> None:
-        pass
-
     for _ in range(4):
         submit(client, "noop")
 
@@ -572,13 +553,10 @@ def follow_pages(client: FlaskClient, query: str, cursor: str | None = None) -> 
 
 
 @enqueue_only
+@pytest.mark.usefixtures("noop")
 def test_cursor_pagination_visits_every_job_once_in_order(
     jobs: JobRunner, client: FlaskClient
 ) -> None:
-    @jobs.task(http=True)
-    def noop() -> None:
-        pass
-
     submitted = [submit(client, "noop") for _ in range(7)]
 
     pages = follow_pages(client, "limit=3")
@@ -588,13 +566,10 @@ def test_cursor_pagination_visits_every_job_once_in_order(
 
 
 @enqueue_only
+@pytest.mark.usefixtures("noop")
 def test_cursor_pagination_ending_on_a_full_page_has_no_next_cursor(
     jobs: JobRunner, client: FlaskClient
 ) -> None:
-    @jobs.task(http=True)
-    def noop() -> None:
-        pass
-
     submitted = [submit(client, "noop") for _ in range(6)]
 
     pages = follow_pages(client, "limit=3")
@@ -604,13 +579,10 @@ def test_cursor_pagination_ending_on_a_full_page_has_no_next_cursor(
 
 
 @enqueue_only
+@pytest.mark.usefixtures("noop")
 def test_cursor_pagination_is_not_shifted_by_jobs_submitted_while_paging(
     jobs: JobRunner, client: FlaskClient
 ) -> None:
-    @jobs.task(http=True)
-    def noop() -> None:
-        pass
-
     submitted = [submit(client, "noop") for _ in range(5)]
     first = list_page(client, "limit=2")
     later = [submit(client, "noop") for _ in range(3)]
@@ -646,13 +618,10 @@ def test_cursor_pagination_keeps_the_filters(jobs: JobRunner, client: FlaskClien
 
 
 @enqueue_only
+@pytest.mark.usefixtures("noop")
 def test_cancel_of_a_pending_job_answers_202_and_cancels_it_at_once(
     jobs: JobRunner, client: FlaskClient
 ) -> None:
-    @jobs.task(http=True)
-    def noop() -> None:
-        pass
-
     job_id = submit(client, "noop")
 
     response = client.post(f"{PREFIX}/{job_id}/cancel")
@@ -709,11 +678,8 @@ def test_cancel_of_a_finished_job_answers_409(jobs: JobRunner, client: FlaskClie
 
 
 @enqueue_only
+@pytest.mark.usefixtures("noop")
 def test_cancel_of_a_cancelled_job_answers_409(jobs: JobRunner, client: FlaskClient) -> None:
-    @jobs.task(http=True)
-    def noop() -> None:
-        pass
-
     job_id = submit(client, "noop")
     assert client.post(f"{PREFIX}/{job_id}/cancel").status_code == 202
 
@@ -809,13 +775,10 @@ def test_idempotency_key_returns_the_first_job(
 
 
 @enqueue_only
+@pytest.mark.usefixtures("noop")
 def test_submits_without_an_idempotency_key_each_create_a_job(
     jobs: JobRunner, client: FlaskClient
 ) -> None:
-    @jobs.task(http=True)
-    def noop() -> None:
-        pass
-
     assert submit(client, "noop") != submit(client, "noop")
 
 
@@ -927,11 +890,8 @@ def test_openapi_document_describes_every_route_of_the_api(client: FlaskClient) 
 @pytest.mark.parametrize(
     "config", [{"JOBRUNNER_URL_PREFIX": "/v2/work/"}], indirect=True, ids=["prefix"]
 )
+@pytest.mark.usefixtures("noop")
 def test_api_lives_under_the_configured_prefix(jobs: JobRunner, client: FlaskClient) -> None:
-    @jobs.task(http=True)
-    def noop() -> None:
-        pass
-
     response = client.post("/v2/work/noop")
 
     assert response.status_code == 202
