@@ -102,7 +102,8 @@ def _reset_after_fork() -> None:
         state._after_fork()
 
 
-os.register_at_fork(after_in_child=_reset_after_fork)
+if hasattr(os, "register_at_fork"):  # not on Windows, which cannot fork
+    os.register_at_fork(after_in_child=_reset_after_fork)
 
 
 def _stop_on_sigterm() -> None:
