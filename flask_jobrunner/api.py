@@ -285,9 +285,14 @@ def _visible_page(
 
 
 def _http_task(state: AppState, name: str) -> Task[Any, Any]:
+    tasks = state.runner.tasks
     for candidate in (name, name.replace("-", "_")):
-        task = state.runner.tasks.get(candidate)
+        task = tasks.get(candidate)
         if task is not None and task.http:
+            return task
+    # The path the OpenAPI document gives: every '_' as '-', even in a name that has both.
+    for task in tasks.values():
+        if task.http and task.name.replace("_", "-") == name:
             return task
     raise TaskNotFound(f"There is no task named '{name}'.")
 

@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import inspect
+import re
 from typing import Any
 
 from .record import ErrorType, JobStatus
 from .task import Task
 
 _REF = "#/components/schemas/{model}"
+#: Where a task's schema points to its nested models before they get their names here.
+_LOCAL_REF = "#/$defs/"
+#: What an OpenAPI component name may not hold.
+_NOT_IN_NAME = re.compile(r"[^A-Za-z0-9._-]")
 
 _ERROR_CODES = {
     "400": "Malformed JSON, or arguments that do not fit the task (named in the message).",
@@ -94,6 +100,7 @@ def openapi_document(prefix: str, tasks: list[Task[Any, Any]]) -> dict[str, Any]
                 },
                 "202",
                 "Accepted",
+                required=True,
             ),
             "get": {
                 "summary": "List jobs, newest first.",
@@ -122,13 +129,20 @@ def openapi_document(prefix: str, tasks: list[Task[Any, Any]]) -> dict[str, Any]
         },
     }
     for task in tasks:
-        schema = task.parameters_schema(ref_template=_REF)
-        schemas.update(schema.pop("$defs", {}))
-        name = f"{task.name.title().replace('_', '')}Arguments"
-        schemas[name] = schema
+        body = _keyword_body(task)
+        if body is None:  # only 'POST {prefix}' with "args" can submit it
+            continue
+        name = _add_schemas(schemas, f"{task.name.title().replace('_', '')}Arguments", body)
         summary = (task.func.__doc__ or f"Submit a job of {task.name}.").strip().splitlines()[0]
         paths[f"{prefix}/{task.name.replace('_', '-')}"] = {
-            "post": _operation(summary, {"$ref": _REF.format(model=name)}, "202", "Accepted")
+            "post": _operation(
+                summary,
+                {"$ref": _REF.format(model=name)},
+                "202",
+                "Accepted",
+                # No body is no arguments: that fits only a task that requires none.
+                required=bool(body.get("required")),
+            )
         }
     return {
         "openapi": "3.1.0",
@@ -138,13 +152,84 @@ def openapi_document(prefix: str, tasks: list[Task[Any, Any]]) -> dict[str, Any]
     }
 
 
-def _operation(summary: str, body: dict[str, Any], code: str, answer: str) -> dict[str, Any]:
+def _keyword_body(task: Task[Any, Any]) -> dict[str, Any] | None:
+    """The schema of the body ``POST {prefix}/<task-name>`` takes: the keyword arguments.
+
+    Positional-only parameters and ``*args`` cannot be passed by keyword, and
+    the keys of ``**kwargs`` are any others. ``None`` if a positional-only
+    parameter is required, so that no body fits.
+    """
+    schema = task.parameters_schema(ref_template=_LOCAL_REF + "{model}")
+    properties = schema.get("properties", {})
+    for name, parameter in inspect.signature(task.func).parameters.items():
+        if parameter.kind is parameter.POSITIONAL_ONLY and name in schema.get("required", []):
+            return None
+        if parameter.kind in (parameter.POSITIONAL_ONLY, parameter.VAR_POSITIONAL):
+            del properties[name]
+        elif parameter.kind is parameter.VAR_KEYWORD:
+            schema["additionalProperties"] = properties.pop(name).get("additionalProperties", True)
+    return schema
+
+
+def _add_schemas(schemas: dict[str, Any], name: str, body: dict[str, Any]) -> str:
+    """Add a task's *body* schema and its nested models to *schemas*; returns the body's name.
+
+    Each keeps its own name unless a different schema has it already (the
+    API's own ``Job`` or ``Error``, or another task's model of the same name):
+    then it is numbered.
+    """
+    definitions: dict[str, Any] = body.pop("$defs", {})
+    body_key = "\0"  # never the name of a nested model
+    definitions[body_key] = body
+    wanted = {key: _NOT_IN_NAME.sub("", key) or "Model" for key in definitions}
+    wanted[body_key] = _NOT_IN_NAME.sub("", name) or "Arguments"
+    renamed: set[str] = set()
+    while True:
+        names: dict[str, str] = {}
+        for key in definitions:
+            candidate, number = wanted[key], 2
+            while (key in renamed and candidate in schemas) or candidate in names.values():
+                candidate = f"{wanted[key]}{number}"
+                number += 1
+            names[key] = candidate
+        resolved = {key: _resolve_refs(value, names) for key, value in definitions.items()}
+        clashes = {
+            key for key, value in resolved.items() if schemas.get(names[key], value) != value
+        }
+        if not clashes:
+            break
+        renamed |= clashes
+    for key, value in resolved.items():
+        schemas[names[key]] = value
+    return names[body_key]
+
+
+def _resolve_refs(node: Any, names: dict[str, str]) -> Any:
+    if isinstance(node, dict):
+        return {
+            key: _REF.format(model=names[value[len(_LOCAL_REF) :]])
+            if key == "$ref" and isinstance(value, str) and value.startswith(_LOCAL_REF)
+            else _resolve_refs(value, names)
+            for key, value in node.items()
+        }
+    if isinstance(node, list):
+        return [_resolve_refs(item, names) for item in node]
+    return node
+
+
+def _operation(
+    summary: str, body: dict[str, Any], code: str, answer: str, *, required: bool
+) -> dict[str, Any]:
     return {
         "summary": summary,
         "parameters": [
-            {"name": "Idempotency-Key", "in": "header", "schema": {"type": "string"}},
+            {
+                "name": "Idempotency-Key",
+                "in": "header",
+                "schema": {"type": "string", "minLength": 1, "maxLength": 255},
+            },
         ],
-        "requestBody": {"required": False, "content": {"application/json": {"schema": body}}},
+        "requestBody": {"required": required, "content": {"application/json": {"schema": body}}},
         "responses": {code: _json("Job accepted for processing.", answer), **_errors()},
     }
 

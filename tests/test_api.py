@@ -207,6 +207,24 @@ def test_submit_by_path_finds_a_task_whose_name_has_dashes(
     assert read(client, job_id)["result"] == "ops@example.com"
 
 
+def test_submit_by_path_takes_the_path_the_openapi_document_gives(
+    jobs: JobRunner, client: FlaskClient
+) -> None:
+    @jobs.task(name="daily_report-v2", http=True)
+    def daily_report() -> str:
+        return "sent"
+
+    path = next(p for p in client.get(f"{PREFIX}/openapi.json").get_json()["paths"] if "v2" in p)
+    assert path == f"{PREFIX}/daily-report-v2"  # neither the name nor the name with '_'
+
+    response = client.post(path)
+
+    assert response.status_code == 202
+    job_id = response.get_json()["job_id"]
+    wait_finished(jobs, job_id)
+    assert read(client, job_id)["result"] == "sent"
+
+
 def test_submit_by_path_with_no_body_uses_the_defaults(
     jobs: JobRunner, client: FlaskClient
 ) -> None:
@@ -850,6 +868,62 @@ def test_openapi_document_describes_each_http_task_with_json_schema(
     assert window["required"] == ["start"]
     for ref in refs(document):
         resolve(document, ref)
+
+
+@dataclasses.dataclass
+class Job:
+    """A task parameter whose model has the name of the API's own ``Job`` schema."""
+
+    symbol: str
+
+
+def test_openapi_document_keeps_each_schema_under_a_name_of_its_own(
+    jobs: JobRunner, client: FlaskClient
+) -> None:
+    @jobs.task(http=True)
+    def first(job: Job) -> None:
+        pass
+
+    @jobs.task(http=True)
+    def second(job: Window, **options: int) -> None:
+        pass
+
+    document = client.get(f"{PREFIX}/openapi.json").get_json()
+
+    schemas = document["components"]["schemas"]
+    assert "status" in schemas["Job"]["properties"]  # the API's own status document, untouched
+    nested = resolve(document, schemas["FirstArguments"]["properties"]["job"]["$ref"])
+    assert set(nested["properties"]) == {"symbol"}
+    second_body = schemas["SecondArguments"]
+    assert set(second_body["properties"]) == {"job"}  # '**options' is no property of its own
+    assert second_body["additionalProperties"] == {"type": "integer"}
+    assert "start" in resolve(document, second_body["properties"]["job"]["$ref"])["properties"]
+    for ref in refs(document):
+        resolve(document, ref)
+
+
+def test_openapi_document_marks_a_body_required_only_when_an_argument_is(
+    jobs: JobRunner, client: FlaskClient
+) -> None:
+    @jobs.task(http=True)
+    def needs_symbol(symbol: str) -> None:
+        pass
+
+    @jobs.task(http=True)
+    def has_defaults(days: int = 7) -> None:
+        pass
+
+    @jobs.task(http=True)
+    def positional_only(symbol: str, /) -> None:
+        pass
+
+    paths = client.get(f"{PREFIX}/openapi.json").get_json()["paths"]
+
+    assert paths[f"{PREFIX}/needs-symbol"]["post"]["requestBody"]["required"] is True
+    assert paths[f"{PREFIX}/has-defaults"]["post"]["requestBody"]["required"] is False
+    # No keyword body can pass a positional-only argument: only 'POST {prefix}' with "args".
+    assert f"{PREFIX}/positional-only" not in paths
+    assert paths[PREFIX]["post"]["requestBody"]["required"] is True
 
 
 def test_openapi_document_leaves_out_tasks_not_open_to_http(
