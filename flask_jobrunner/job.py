@@ -104,14 +104,15 @@ class Job:
         deadline = None if timeout is None else time.monotonic() + timeout
         while not self.is_finished:
             remaining = 60.0 if deadline is None else deadline - time.monotonic()
-            if remaining <= 0:
-                raise TimeoutError(
-                    f"Job '{self.id}' is still {self.status.value} after {timeout:g} seconds."
-                )
-            record = self._backend.wait_finished(self.id, min(remaining, 60.0))
+            # Read at least once, even with no time left: the handle may be stale.
+            record = self._backend.wait_finished(self.id, min(max(remaining, 0.0), 60.0))
             if record is None:
                 raise JobNotFound(f"Job '{self.id}' no longer exists; finished jobs expire.")
             self.record = record
+            if not self.is_finished and deadline is not None and time.monotonic() >= deadline:
+                raise TimeoutError(
+                    f"Job '{self.id}' is still {self.status.value} after {timeout:g} seconds."
+                )
         return self
 
     def to_dict(self, polling_url: str | None = None) -> dict[str, Any]:

@@ -127,7 +127,9 @@ class Task(t.Generic[P, R]):
         fields = dict(bound.arguments)
         try:
             model = self._arguments_model.model_validate(fields)
-            data = model.model_dump(mode="json", by_alias=True)
+            # Only what was passed: a left-out parameter keeps the function's own default.
+            given = {_ATTRIBUTE.format(key=name) for name in fields}
+            data = model.model_dump(mode="json", by_alias=True, include=given)
             json.dumps(data, allow_nan=False)
         except pydantic.ValidationError as error:
             raise _invalid_arguments(self.name, error, self._var_keyword) from None

@@ -12,7 +12,7 @@ import pydantic
 import pytest
 from flask import Flask
 
-from conftest import settings
+from conftest import settings, wait_until
 from flask_jobrunner import (
     ConfigurationError,
     InvalidArguments,
@@ -299,6 +299,25 @@ def test_arguments_are_stored_as_json_and_loaded_back_as_declared_types(
     assert job.result == "2024-01-02T03:04:05Z"
 
 
+_UNSET: Any = object()
+
+
+def test_defaults_of_arguments_left_out_are_neither_stored_nor_serialised(
+    app: Flask, jobs: JobRunner
+) -> None:
+    seen: list[Any] = []
+
+    @jobs.task
+    def load(symbols: list[str] = ("SPY", "QQQ"), since: str = _UNSET) -> None:  # type: ignore[assignment]
+        seen.append((symbols, since))
+
+    job = load.submit()
+
+    assert (job.record.args, job.record.kwargs) == ([], {})
+    assert job.wait(timeout=5).status is JobStatus.COMPLETED
+    assert seen == [(("SPY", "QQQ"), _UNSET)]  # the function's own defaults, untouched
+
+
 @settings(run_workers=False)
 def test_json_strings_are_accepted_for_declared_types(app: Flask, jobs: JobRunner) -> None:
     @jobs.task
@@ -419,6 +438,17 @@ def test_job_wait_returns_the_result(
         None,
         True,
     )
+
+
+def test_job_wait_with_no_time_left_still_reads_a_finished_job(
+    app: Flask, jobs: JobRunner, add: Task[[int, int], int]
+) -> None:
+    job = add.submit(1, 2)
+    wait_until(lambda: jobs.get(job.id).is_finished)  # type: ignore[union-attr]
+    assert job.status is JobStatus.PENDING  # the handle is what was last read
+
+    assert job.wait(timeout=0).status is JobStatus.COMPLETED
+    assert job.result == 3
 
 
 def test_job_error_of_a_failed_job(app: Flask, jobs: JobRunner) -> None:
