@@ -145,7 +145,7 @@ class JobContext:
                 self._dirty = True
             return
         self._learn(state)
-        if self._on_stored is not None:
+        if self._on_stored is not None and state is not LeaseState.LOST:  # LOST: nothing stored
             self._on_stored(self)
 
     def heartbeat(self) -> None:
@@ -162,6 +162,10 @@ class JobContext:
     def mark_cancel_requested(self) -> None:
         """Record that a cancel was requested; the task sees it at its next check."""
         self._cancel_requested = True
+
+    def mark_lost(self) -> None:
+        """Record that the job was given back; the task sees it at its next check."""
+        self._lost = True
 
     def mark_timed_out(self) -> bool:
         """Record that the job ran past its timeout; ``False`` if it was marked already."""

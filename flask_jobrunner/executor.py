@@ -9,22 +9,25 @@ which is retried while the task has retries left.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import dataclasses
 import inspect
 import logging
 import random
+from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
-from flask import Flask
+from flask import Flask, has_app_context
 
 from .context import JobContext, _current
 from .errors import BackendUnavailable, JobNotFound
 from .job import Job
 from .record import ErrorType, JobRecord, JobStatus, Outcome
-from .signals import job_finished, job_started
+from .signals import job_finished, job_progress, job_started
 
 if TYPE_CHECKING:
+    from .backends.base import Backend
     from .extension import AppState
 
 logger = logging.getLogger("flask_jobrunner")
@@ -55,12 +58,15 @@ def execute(app: Flask, state: AppState, context: JobContext, job: Job) -> None:
                 args, kwargs = task.load_arguments(job.record.args, job.record.kwargs)
                 value: Any = task.func(*args, **kwargs)
                 if inspect.isawaitable(value):
-                    value = asyncio.run(_awaited(value))
+                    value = _run_awaitable(value)
                 outcome = Outcome(JobStatus.COMPLETED, result=task.dump_result(value))
-    except Exception as error:
+    except (Exception, SystemExit) as error:  # sys.exit() in a task fails the job, not the thread
         outcome = _outcome_of_error(context, job, error)
     finally:
         _current.reset(reset)
+    if context.timed_out and outcome.status is JobStatus.COMPLETED:
+        # Too late: the monitor ends such a job, and in eager mode there is none.
+        outcome = timeout_outcome(context)
     if context.cancelled and outcome.status is not JobStatus.COMPLETED:
         outcome = Outcome(JobStatus.CANCELLED)
     outcome = dataclasses.replace(outcome, progress=context.latest_progress)
@@ -71,7 +77,20 @@ async def _awaited(value: Any) -> Any:
     return await value
 
 
-def _outcome_of_error(context: JobContext, job: Job, error: Exception) -> Outcome:
+def _run_awaitable(value: Any) -> Any:
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(_awaited(value))
+    # Eager mode inside a coroutine (an async view or test): this thread's loop is
+    # busy with the caller, so the task runs on a loop of its own, with this
+    # thread's context (current_job, the app context).
+    context = contextvars.copy_context()
+    with ThreadPoolExecutor(1, thread_name_prefix="jobrunner-eager") as pool:
+        return pool.submit(context.run, asyncio.run, _awaited(value)).result()
+
+
+def _outcome_of_error(context: JobContext, job: Job, error: BaseException) -> Outcome:
     if context.timed_out:
         return timeout_outcome(context)
     if context.cancelled:
@@ -137,6 +156,24 @@ def send_finished(app: Flask, job: Job) -> None:
         return
     with app.app_context():
         job_finished.send(app, job=job)
+
+
+def send_progress(app: Flask, backend: Backend, job_id: str) -> None:
+    """Send :data:`~flask_jobrunner.signals.job_progress` for the job, read anew.
+
+    It is sent in an app context: the task's own, or a new one in the worker's monitor thread.
+    """
+    if not job_progress.receivers:
+        return
+    record = backend.get(job_id)
+    if record is None:
+        return
+    job = Job(record, backend)
+    if has_app_context():
+        job_progress.send(app, job=job)
+    else:
+        with app.app_context():
+            job_progress.send(app, job=job)
 
 
 def retry_delay(backoff: float, record: JobRecord) -> float:

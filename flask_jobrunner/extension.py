@@ -19,7 +19,7 @@ from .backends.base import Backend
 from .config import Settings, check_options, read_settings
 from .context import JobContext
 from .errors import ConfigurationError, JobNotFound, TaskNotFound
-from .executor import execute
+from .executor import execute, send_progress
 from .job import Job
 from .record import JobRecord, JobStatus, is_job_id, new_job_id
 from .signals import job_submitted
@@ -51,6 +51,7 @@ class AppState:
         self.backend = backend
         self.worker: Worker | None = None
         self._worker_pid: int | None = None
+        self._draining = False
         self._lock = threading.Lock()
         _states.add(self)
 
@@ -58,19 +59,21 @@ class AppState:
         """Start this process's worker once, unless the app only enqueues.
 
         A process forked after the worker started (as gunicorn forks) starts
-        its own: threads do not survive a fork.
+        its own: threads do not survive a fork. None starts while a shutdown
+        drains the last one: a job submitted meanwhile (say, by a draining
+        job) waits in the queue.
         """
         if self._worker_pid == os.getpid() or not self.settings.run_workers:
             return
         if self.settings.eager:
             return
         with self._lock:
-            if self._worker_pid == os.getpid():
+            if self._worker_pid == os.getpid() or self._draining:
                 return
             # Before the first job can start, so a SIGTERM never kills a job outright.
             _stop_on_sigterm()
             atexit.register(self.shutdown)
-            worker = Worker(app, self, threads=self.settings.max_workers, queues=self.runner.queues)
+            worker = Worker(app, self, threads=self.settings.max_workers)
             # Known before it starts: a SIGTERM during the start must still drain it.
             self.worker, self._worker_pid = worker, os.getpid()
             worker.start()
@@ -84,17 +87,23 @@ class AppState:
             worker, self.worker = self.worker, None
             mine = self._worker_pid == os.getpid()
             self._worker_pid = None
+            if worker is not None and mine:
+                self._draining = True
         if worker is None or not mine:
             return True
         atexit.unregister(self.shutdown)
         if timeout is None:
             timeout = self.settings.shutdown_timeout
-        return worker.stop(timeout)
+        try:
+            return worker.stop(timeout)
+        finally:
+            self._draining = False
 
     def _after_fork(self) -> None:
         self._lock = threading.Lock()
         self.worker = None
         self._worker_pid = None
+        self._draining = False
 
 
 def _reset_after_fork() -> None:
@@ -473,5 +482,6 @@ class JobRunner:
                 lease=state.settings.lease,
                 progress_interval=state.settings.progress_interval,
                 timeout=claim.record.timeout or state.settings.timeout,
+                on_stored=lambda stored: send_progress(app, state.backend, stored.id),
             )
             execute(app, state, context, Job(claim.record, state.backend))

@@ -14,7 +14,7 @@ _signals = Namespace()
 job_submitted = _signals.signal("job-submitted")
 #: Sent in the worker thread, inside the app context, before the task runs.
 job_started = _signals.signal("job-started")
-#: Sent in the worker after a progress report was stored.
+#: Sent in the worker, inside the app context, after a progress report was stored.
 job_progress = _signals.signal("job-progress")
 #: Sent in the worker after a job's final state (or its retry) was stored.
 job_finished = _signals.signal("job-finished")

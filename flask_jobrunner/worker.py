@@ -20,9 +20,8 @@ from flask import Flask
 
 from .context import JobContext
 from .errors import BackendUnavailable
-from .executor import execute, send_finished, timeout_outcome
+from .executor import execute, send_finished, send_progress, timeout_outcome
 from .job import Job
-from .signals import job_progress
 
 if TYPE_CHECKING:
     from .extension import AppState
@@ -41,20 +40,26 @@ class Worker:
     :param app: The real app object; every job runs in its app context.
     :param state: The app's jobrunner state (settings, backend, tasks).
     :param threads: How many jobs run at once.
-    :param queues: The queues to take jobs from.
+    :param queues: The queues to take jobs from; by default those of every
+        task registered at the time of each claim, so a task registered after
+        the start is served too.
     """
 
-    def __init__(self, app: Flask, state: AppState, *, threads: int, queues: Sequence[str]) -> None:
+    def __init__(
+        self, app: Flask, state: AppState, *, threads: int, queues: Sequence[str] | None = None
+    ) -> None:
         self.app = app
         self.state = state
         self.threads = threads
-        self.queues = list(queues)
+        self.queues = None if queues is None else list(queues)
         self.name = f"jobrunner-{uuid.uuid4().hex[:8]}"
         self._stopping = threading.Event()
         self._monitor_stop = threading.Event()
         self._slots = threading.Condition()
         self._idle = threads
         self._inbox: queue.SimpleQueue[tuple[JobContext, Job] | None] = queue.SimpleQueue()
+        # By claim token, not job id: a job whose lease ran out may be taken back
+        # and claimed again by this same worker while its first run still ends.
         self._running: dict[str, JobContext] = {}
         self._running_changed = threading.Condition()
         self._pool: list[threading.Thread] = []
@@ -102,6 +107,7 @@ class Worker:
         for context in unfinished:
             logger.warning("Job %s did not finish before shutdown; giving it back.", context.id)
             self._call_backend(self.state.backend.release, context.id, context.token)
+            context.mark_lost()
         for _ in self._pool:
             self._inbox.put(None)
         self._monitor_stop.set()
@@ -113,9 +119,9 @@ class Worker:
 
     def cancel_requested(self, job_id: str) -> None:
         """Tell a job running here that it was cancelled, without waiting for a heartbeat."""
-        context = self._running.get(job_id)
-        if context is not None:
-            context.mark_cancel_requested()
+        for context in list(self._running.values()):
+            if context.id == job_id:
+                context.mark_cancel_requested()
 
     # -- threads -----------------------------------------------------------
 
@@ -131,7 +137,10 @@ class Worker:
                 return
             try:
                 claims = self.state.backend.claim(
-                    self.queues, lease=settings.lease, limit=idle, timeout=1.0
+                    self.state.runner.queues if self.queues is None else self.queues,
+                    lease=settings.lease,
+                    limit=idle,
+                    timeout=1.0,
                 )
                 backoff = 0.0
             except Exception:
@@ -153,7 +162,7 @@ class Worker:
                 )
                 # Registered before hand-over, so a stop never misses a job about to start.
                 with self._running_changed:
-                    self._running[context.id] = context
+                    self._running[context.token] = context
                 with self._slots:
                     self._idle -= 1
                 self._inbox.put((context, Job(claim.record, self.state.backend)))
@@ -163,11 +172,11 @@ class Worker:
             context, job = item
             try:
                 execute(self.app, self.state, context, job)
-            except Exception:
+            except BaseException:  # a pool thread never dies; the lease brings the job back
                 logger.exception("The worker failed around job %s.", context.id)
             finally:
                 with self._running_changed:
-                    del self._running[context.id]
+                    del self._running[context.token]
                     self._running_changed.notify_all()
                 with self._slots:
                     self._idle += 1
@@ -187,14 +196,14 @@ class Worker:
                         self._end_timed_out(context)
                     elif context.is_progress_due():
                         context.flush_progress()
-                        last_heartbeat[context.id] = now
-                    elif now - last_heartbeat.setdefault(context.id, now) >= heartbeat_every:
+                        last_heartbeat[context.token] = now
+                    elif now - last_heartbeat.setdefault(context.token, now) >= heartbeat_every:
                         context.heartbeat()
-                        last_heartbeat[context.id] = now
+                        last_heartbeat[context.token] = now
                 except Exception:
                     logger.exception("Could not renew the lease of job %s.", context.id)
-            for job_id in set(last_heartbeat) - set(self._running):
-                del last_heartbeat[job_id]
+            for token in set(last_heartbeat) - set(self._running):
+                del last_heartbeat[token]
             if now >= next_maintenance:
                 next_maintenance = now + maintenance_every
                 self._call_backend(
@@ -210,10 +219,7 @@ class Worker:
             send_finished(self.app, Job(context.record, self.state.backend))
 
     def _progress_stored(self, context: JobContext) -> None:
-        if job_progress.receivers:
-            record = self.state.backend.get(context.id)
-            if record is not None:
-                job_progress.send(self.app, job=Job(record, self.state.backend))
+        send_progress(self.app, self.state.backend, context.id)
 
     def _call_backend(self, method: Callable[..., object], *args: object, **kwargs: object) -> None:
         try:

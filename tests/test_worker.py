@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -16,7 +17,7 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
-from flask import Flask, current_app, g, has_request_context
+from flask import Flask, current_app, g, has_app_context, has_request_context
 from flask.globals import _cv_app
 from flask_sqlalchemy import SQLAlchemy
 
@@ -25,6 +26,7 @@ from flask_jobrunner import (
     ErrorType,
     Job,
     JobCancelled,
+    JobInterrupted,
     JobRunner,
     JobStatus,
     JobTimeout,
@@ -175,6 +177,22 @@ def test_no_job_runs_twice_when_many_threads_submit_at_once(app: Flask, jobs: Jo
         assert (job.status, job.result, job.record.attempts) == (JobStatus.COMPLETED, number, 1)
 
 
+def test_task_registered_after_the_worker_started_has_its_queue_served(
+    app: Flask, jobs: JobRunner
+) -> None:
+    @jobs.task
+    def first() -> str:
+        return "default"
+
+    assert first.submit().wait(timeout=5).status is JobStatus.COMPLETED  # the worker runs now
+
+    @jobs.task(queue="reports")
+    def registered_later() -> str:  # as a module imported lazily, by a view, may do
+        return "reports"
+
+    assert registered_later.submit().wait(timeout=5).result == "reports"
+
+
 @settings(max_workers=2)
 def test_max_workers_bounds_how_many_jobs_run_at_once(app: Flask, jobs: JobRunner) -> None:
     lock = threading.Lock()
@@ -203,6 +221,78 @@ def test_max_workers_bounds_how_many_jobs_run_at_once(app: Flask, jobs: JobRunne
     for job in submitted:
         assert job.wait(timeout=5).status is JobStatus.COMPLETED
     assert most == 2
+
+
+@settings(max_workers=1)
+def test_task_raising_system_exit_fails_its_job_and_the_thread_runs_the_next(
+    app: Flask, jobs: JobRunner
+) -> None:
+    @jobs.task
+    def exits() -> None:
+        sys.exit(3)  # as a library or a CLI helper called by the task may do
+
+    @jobs.task
+    def after() -> str:
+        return "ran"
+
+    job = exits.submit().wait(timeout=5)
+
+    assert (job.status, job.error_type, job.record.error_details) == (
+        JobStatus.FAILED,
+        ErrorType.SYSTEM,
+        "SystemExit",
+    )
+    assert after.submit().wait(timeout=5).result == "ran"
+
+
+@settings(max_workers=2, lease=0.5, progress_interval=0.1)
+def test_job_taken_back_from_a_stalled_monitor_and_run_again_here_frees_both_threads(
+    app: Flask, jobs: JobRunner
+) -> None:
+    backend = jobs.get_state(app).backend
+    monitor_stalled = threading.Event()
+    release_monitor = threading.Event()
+    release_runs = threading.Event()
+    attempts: list[int] = []
+
+    def stall_the_monitor(sender: Flask, job: Job) -> None:
+        if threading.current_thread().name.endswith("-monitor") and not monitor_stalled.is_set():
+            monitor_stalled.set()
+            release_monitor.wait(timeout=10)
+
+    @jobs.task
+    def held() -> int:
+        attempts.append(current_job.attempt)
+        if current_job.attempt == 1:
+            current_job.progress(done=1, total=2)
+            current_job.progress(done=2, total=2)  # throttled: the monitor stores it, and stalls
+        release_runs.wait(timeout=10)
+        return current_job.attempt
+
+    with job_progress.connected_to(stall_the_monitor):
+        job = held.submit()
+        try:
+            assert monitor_stalled.wait(timeout=5)
+            # No heartbeat comes while the monitor stalls: once the lease ran out,
+            # recovery (here, as another process's monitor would) gives the job back,
+            # and the idle thread of this same worker takes it again.
+            wait_until(lambda: backend.recover_expired(max_recoveries=3), timeout=5)
+            wait_until(lambda: attempts == [1, 2], timeout=5)
+        finally:
+            release_monitor.set()
+            release_runs.set()
+        assert job.wait(timeout=5).status is JobStatus.COMPLETED
+    assert job.result == 2
+
+    # Both threads are back in the pool: two jobs can still run at once.
+    barrier = threading.Barrier(2)
+
+    @jobs.task
+    def meets_another() -> None:
+        barrier.wait(timeout=5)
+
+    pair = [meets_another.submit(), meets_another.submit()]
+    assert [other.wait(timeout=10).status for other in pair] == [JobStatus.COMPLETED] * 2
 
 
 # -- timeouts and cancellation -----------------------------------------------
@@ -471,6 +561,58 @@ def test_progress_is_throttled_but_the_last_report_is_stored_with_the_final_stat
     assert job.message == "item 10"
 
 
+@settings(progress_interval=0.2)
+def test_progress_signal_is_sent_in_an_app_context_also_when_the_monitor_stores_it(
+    app: Flask, jobs: JobRunner
+) -> None:
+    received: list[tuple[str, object]] = []
+
+    def record(sender: Flask, job: Job) -> None:
+        current = current_app._get_current_object() if has_app_context() else None
+        received.append((threading.current_thread().name, current))
+
+    @jobs.task
+    def reports_twice() -> None:
+        current_job.progress(done=1, total=2)  # stored at once, by this thread
+        current_job.progress(done=2, total=2)  # throttled: stored by the monitor
+        deadline = time.monotonic() + 5
+        while len(received) < 2 and time.monotonic() < deadline:
+            time.sleep(0.01)
+
+    with job_progress.connected_to(record):
+        assert reports_twice.submit().wait(timeout=10).status is JobStatus.COMPLETED
+
+    assert [current for _, current in received] == [app, app]
+    assert received[1][0].endswith("-monitor")
+
+
+def test_progress_reported_after_the_job_ended_sends_no_progress_signal(
+    app: Flask, jobs: JobRunner
+) -> None:
+    statuses: list[JobStatus] = []
+    reported = threading.Event()
+
+    def record(sender: Flask, job: Job) -> None:
+        statuses.append(job.status)
+
+    @jobs.task(timeout=0.3)
+    def reports_too_late() -> None:
+        deadline = time.monotonic() + 5
+        while not jobs.get(current_job.id).is_finished and time.monotonic() < deadline:  # type: ignore[union-attr]
+            time.sleep(0.01)
+        try:
+            current_job.progress(done=1, total=2)  # the monitor already ended it: timeout
+        finally:
+            reported.set()
+
+    with job_progress.connected_to(record):
+        job = reports_too_late.submit().wait(timeout=5)
+        assert reported.wait(timeout=5)
+
+    assert (job.status, job.error_type) == (JobStatus.FAILED, ErrorType.TIMEOUT)
+    assert statuses == []
+
+
 def test_result_that_is_not_json_fails_the_job_with_a_clear_error(
     app: Flask, jobs: JobRunner
 ) -> None:
@@ -575,6 +717,60 @@ def test_eager_mode_stores_a_final_failure_at_submit(app: Flask, jobs: JobRunner
     )
 
 
+@settings(eager=True)
+def test_eager_mode_sends_the_progress_signal_as_the_worker_does(
+    app: Flask, jobs: JobRunner
+) -> None:
+    received: list[tuple[object, int | None, str]] = []
+
+    def record(sender: Flask, job: Job) -> None:
+        received.append((sender, job.record.items_processed, threading.current_thread().name))
+
+    @jobs.task
+    def reports_once() -> None:
+        current_job.progress(done=1, total=2)
+
+    with job_progress.connected_to(record):
+        job = reports_once.submit()
+
+    assert job.status is JobStatus.COMPLETED
+    assert received == [(app, 1, threading.current_thread().name)]
+
+
+@settings(eager=True)
+def test_eager_mode_fails_a_job_that_ran_past_its_timeout_without_checking(
+    app: Flask, jobs: JobRunner
+) -> None:
+    @jobs.task(timeout=0.1)
+    def never_checks() -> str:
+        time.sleep(0.2)  # the work itself, longer than the timeout
+        return "too late"
+
+    job = never_checks.submit()
+
+    assert (job.status, job.error_type, job.result) == (JobStatus.FAILED, ErrorType.TIMEOUT, None)
+
+
+@settings(eager=True)
+def test_eager_mode_runs_an_async_task_submitted_from_a_running_event_loop(
+    app: Flask, jobs: JobRunner
+) -> None:
+    @jobs.task
+    async def double_later(number: int) -> dict[str, Any]:
+        await asyncio.sleep(0.01)
+        current_job.progress(done=1, total=1)
+        return {"double": number * 2, "app": current_app.name, "job": current_job.id}
+
+    async def submit_from_a_coroutine() -> Job:  # as an async view or test would
+        return double_later.submit(21)
+
+    job = asyncio.run(submit_from_a_coroutine())
+
+    assert job.status is JobStatus.COMPLETED, job.error
+    assert job.result == {"double": 42, "app": app.name, "job": job.id}
+    assert job.percentage == 100.0
+
+
 def test_shutdown_lets_a_running_job_finish(app: Flask, jobs: JobRunner) -> None:
     started = threading.Event()
 
@@ -614,6 +810,69 @@ def test_shutdown_gives_back_a_job_that_does_not_finish_in_time(
     job.refresh()
     assert job.status is JobStatus.PENDING
     assert job.record.attempts == 0
+
+
+def test_job_given_back_at_shutdown_is_told_to_stop_at_its_next_check(
+    app: Flask, jobs: JobRunner
+) -> None:
+    started = threading.Event()
+    raised: list[BaseException] = []
+
+    @jobs.task
+    def checks_often() -> None:
+        started.set()
+        deadline = time.monotonic() + 10
+        try:
+            while time.monotonic() < deadline:
+                current_job.check()
+                time.sleep(0.01)
+        except JobInterrupted as error:
+            raised.append(error)
+            raise
+
+    job = checks_often.submit()
+    assert started.wait(timeout=5)
+
+    assert jobs.shutdown(app, timeout=0.2) is False
+
+    # Given back, the job is another worker's to run: this run stops.
+    wait_until(lambda: raised, timeout=5)
+    assert "taken over" in str(raised[0])
+    assert job.refresh().status is JobStatus.PENDING
+
+
+def test_job_submitted_by_a_running_job_during_shutdown_starts_no_new_worker(
+    app: Flask, jobs: JobRunner
+) -> None:
+    started = threading.Event()
+    release = threading.Event()
+    drained: list[bool] = []
+
+    @jobs.task
+    def follow_up() -> None: ...
+
+    @jobs.task
+    def first() -> str:
+        started.set()
+        release.wait(timeout=10)
+        return follow_up.submit().id
+
+    job = first.submit()
+    assert started.wait(timeout=5)
+    stopper = threading.Thread(target=lambda: drained.append(jobs.shutdown(app, timeout=5)))
+    stopper.start()
+    try:
+        wait_until(lambda: jobs.get_state(app).worker is None, timeout=5)  # draining now
+    finally:
+        release.set()
+        stopper.join(timeout=10)
+
+    assert drained == [True]
+    follow = jobs.get(job.refresh().result)
+    assert follow is not None
+    assert follow.status is JobStatus.PENDING  # queued for whichever worker comes next
+    assert jobs.get_state(app).worker is None
+    assert worker_threads() == []
 
 
 @settings(run_workers=False)
