@@ -18,7 +18,7 @@ from .backends import load_backend
 from .backends.base import Backend
 from .config import Settings, check_options, read_settings
 from .context import JobContext
-from .errors import ConfigurationError, JobNotFound, TaskNotFound
+from .errors import ConfigurationError, JobNotFound, JobRunnerError, TaskNotFound
 from .executor import execute, send_progress
 from .job import Job
 from .record import JobRecord, JobStatus, is_job_id, new_job_id
@@ -171,7 +171,7 @@ class JobRunner:
 
         :raises ConfigurationError: if a setting or the backend URL is not usable.
         """
-        from .api import create_blueprint, json_routing_errors
+        from .api import create_blueprint, error_response, json_routing_errors
         from .cli import jobs_cli
 
         settings = read_settings(app.config, self.options)
@@ -184,6 +184,10 @@ class JobRunner:
         app.extensions["jobrunner"] = state
         app.register_blueprint(create_blueprint(settings.url_prefix))
         app.before_request(json_routing_errors)
+        # An app's own submit route answers bad input as the API does, not with a 500;
+        # a handler the app registered for these errors first is kept.
+        if JobRunnerError not in app.error_handler_spec[None][None]:
+            app.register_error_handler(JobRunnerError, error_response)
         if settings.run_workers and not settings.eager:
             app.before_request(lambda: state.ensure_worker(app))
         app.cli.add_command(jobs_cli)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -12,7 +13,7 @@ from flask.testing import FlaskClient
 from werkzeug.test import TestResponse
 
 from conftest import settings
-from flask_jobrunner import Job, JobRunner
+from flask_jobrunner import Job, JobRunner, JobRunnerError
 
 PREFIX = "/api/jobs"
 
@@ -245,6 +246,58 @@ def test_task_not_open_to_http_is_404_but_the_apps_own_route_submits_it(
     document = client.get(response.headers["Location"]).get_json()
     assert document["task"] == "purge"
     assert document["result"] == "purged 7 days"
+
+
+def test_apps_own_submit_route_answers_bad_input_as_the_api_does(
+    app: Flask, jobs: JobRunner, client: FlaskClient
+) -> None:
+    release = threading.Event()
+
+    @jobs.task(unique=True)
+    def purge(days: int) -> None:
+        release.wait(timeout=10)
+
+    @app.post("/admin/purge")
+    def start_purge() -> Response:
+        return jobs.accepted(purge.submit(**request.get_json()))
+
+    body = error_body(client.post("/admin/purge", json={"days": "many"}), 400)
+    assert "'days'" in body["error"]
+    error_body(client.post("/admin/purge", json={"weeks": 1}), 400)
+    first = client.post("/admin/purge", json={"days": 7})
+    assert first.status_code == 202
+    try:
+        conflict = client.post("/admin/purge", json={"days": 7})
+    finally:
+        release.set()
+
+    error_body(conflict, 409)
+    assert conflict.headers["Location"] == first.headers["Location"]
+
+
+def test_apps_own_handler_for_jobrunner_errors_is_kept(jobs: JobRunner) -> None:
+    @jobs.task
+    def purge(days: int) -> None:
+        pass
+
+    app = Flask("own_handler")
+    app.testing = True
+    app.config["JOBRUNNER_RUN_WORKERS"] = False
+
+    @app.errorhandler(JobRunnerError)
+    def own_page(error: JobRunnerError) -> tuple[str, int]:
+        return f"sorry: {error.message}", 422
+
+    jobs.init_app(app)
+
+    @app.post("/admin/purge")
+    def start_purge() -> Response:
+        return jobs.accepted(purge.submit(days="many"))  # type: ignore[arg-type]
+
+    response = app.test_client().post("/admin/purge")
+
+    assert response.status_code == 422
+    assert response.get_data(as_text=True).startswith("sorry: Invalid arguments")
 
 
 def test_closed_api_does_not_stop_the_apps_own_routes(

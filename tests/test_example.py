@@ -74,3 +74,22 @@ def test_api_token_protects_the_api_when_configured(tickstock: Flask) -> None:
     assert accepted.status_code == 202
     with tickstock.app_context():
         assert jobs.get(accepted.get_json()["job_id"]).wait(20).status.value == "completed"
+
+
+@pytest.mark.parametrize(
+    ("body", "status"),
+    [('{"etfs": "SPY"}', 400), ('{"funds": ["SPY"]}', 400), ("[1, 2]", 400), ("{", 400)],
+    ids=["wrong-type", "unknown-argument", "not-an-object", "malformed"],
+)
+def test_bad_input_to_the_submit_route_is_a_client_error(
+    tickstock: Flask, body: str, status: int
+) -> None:
+    client = tickstock.test_client()
+
+    response = client.post(
+        "/api/data-maintenance/load-etf-holdings", data=body, content_type="application/json"
+    )
+
+    assert response.status_code == status
+    with tickstock.app_context():
+        assert len(jobs.list()) == 0

@@ -12,7 +12,7 @@ from typing import Any
 
 from flask import Flask, Response, current_app, request
 
-from flask_jobrunner import Job, JobRunner, current_job
+from flask_jobrunner import InvalidArguments, Job, JobRunner, current_job
 
 jobs = JobRunner()
 
@@ -60,7 +60,10 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
 
     @app.post("/api/data-maintenance/load-etf-holdings")
     def submit_load_etf_holdings() -> Response:
-        body = request.get_json(silent=True) or {}
+        # No body: the task's defaults. Errors of flask-jobrunner answer JSON with their code.
+        body = request.get_json() if request.content_length else {}
+        if not isinstance(body, dict):
+            raise InvalidArguments("The request body must be a JSON object of the job's arguments.")
         return jobs.accepted(load_etf_holdings.submit(**body))
 
     return app
