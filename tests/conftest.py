@@ -17,9 +17,11 @@ from typing import Any
 import pytest
 from flask import Flask
 from flask.globals import _cv_app
+from werkzeug.test import TestResponse
 
 from flask_jobrunner import Backend, JobRunner
 from flask_jobrunner.backends import load_backend
+from flask_jobrunner.record import JobRecord, new_job_id
 
 #: The backends the contract suite runs against, by id. Durable backends
 #: join here; their URLs come from JOBRUNNER_TEST_*_URL.
@@ -91,6 +93,24 @@ def wait_until(predicate: Callable[[], Any], timeout: float = 10.0, interval: fl
         if time.monotonic() > deadline:
             pytest.fail(f"condition not met within {timeout} s: {predicate}")
         time.sleep(interval)
+
+
+def make_record(**fields: Any) -> JobRecord:
+    """A new pending record with a fresh id; *fields* override the defaults."""
+    fields.setdefault("id", new_job_id())
+    fields.setdefault("task", "tests.task")
+    return JobRecord(**fields)
+
+
+def assert_error(response: TestResponse, status: int) -> dict[str, Any]:
+    """Check *response* is the JSON error of DESIGN §2 with *status*; returns its body."""
+    assert response.status_code == status, response.get_data(as_text=True)
+    assert response.mimetype == "application/json"
+    body: dict[str, Any] = response.get_json()
+    assert set(body) == {"error", "details"}
+    assert isinstance(body["error"], str)
+    assert body["error"]
+    return body
 
 
 def _child_processes() -> list[int]:

@@ -12,7 +12,7 @@ from flask import Flask, Response, request
 from flask.testing import FlaskClient
 from werkzeug.test import TestResponse
 
-from conftest import settings
+from conftest import assert_error, settings
 from flask_jobrunner import Job, JobRunner, JobRunnerError
 
 PREFIX = "/api/jobs"
@@ -46,14 +46,6 @@ def register_report(jobs: JobRunner) -> None:
         return year
 
 
-def error_body(response: TestResponse, status: int) -> dict[str, Any]:
-    assert response.status_code == status, response.get_data(as_text=True)
-    assert response.mimetype == "application/json"
-    body: dict[str, Any] = response.get_json()
-    assert set(body) == {"error", "details"}
-    return body
-
-
 def every_action(client: FlaskClient, job_id: str) -> dict[str, TestResponse]:
     """One request of each kind the API serves."""
     return {
@@ -85,7 +77,7 @@ def test_api_is_closed_by_default_with_a_message_saying_how_to_open_it(
     responses = every_action(app.test_client(), job_id)
 
     for action, response in responses.items():
-        body = error_body(response, 403)
+        body = assert_error(response, 403)
         assert "jobs.authorize" in body["error"], action
         assert "JOBRUNNER_API_OPEN" in body["error"], action
     with app.app_context():
@@ -181,7 +173,7 @@ def test_authorize_answering_false_gives_403_for_that_action_only(
 
     for action, response in responses.items():
         if action.startswith(refused):
-            error_body(response, 403)
+            assert_error(response, 403)
         else:
             assert response.status_code < 400, action
     if refused == "cancel":
@@ -196,7 +188,7 @@ def test_authorize_refusing_a_submit_stores_no_job(jobs: JobRunner, client: Flas
     def read_only(action: str, task_name: str | None, job: Job | None) -> bool:
         return action in {"read", "list"}
 
-    error_body(client.post(f"{PREFIX}/report", json={}), 403)
+    assert_error(client.post(f"{PREFIX}/report", json={}), 403)
 
     assert len(jobs.list()) == 0
 
@@ -214,8 +206,8 @@ def test_authorize_can_decide_per_task(jobs: JobRunner, client: FlaskClient) -> 
         return task_name != "purge"
 
     assert client.post(f"{PREFIX}/report", json={}).status_code == 202
-    error_body(client.post(f"{PREFIX}/purge", json={}), 403)
-    error_body(client.post(PREFIX, json={"task": "purge"}), 403)
+    assert_error(client.post(f"{PREFIX}/purge", json={}), 403)
+    assert_error(client.post(PREFIX, json={"task": "purge"}), 403)
 
 
 # -- tasks not open to HTTP ------------------------------------------------------------------
@@ -232,8 +224,8 @@ def test_task_not_open_to_http_is_404_but_the_apps_own_route_submits_it(
     def start_purge() -> Response:
         return jobs.accepted(purge.submit(days=int(request.args["days"])))
 
-    error_body(client.post(f"{PREFIX}/purge", json={"days": 7}), 404)
-    error_body(client.post(PREFIX, json={"task": "purge", "kwargs": {"days": 7}}), 404)
+    assert_error(client.post(f"{PREFIX}/purge", json={"days": 7}), 404)
+    assert_error(client.post(PREFIX, json={"task": "purge", "kwargs": {"days": 7}}), 404)
 
     response = client.post("/admin/purge?days=7")
 
@@ -261,9 +253,9 @@ def test_apps_own_submit_route_answers_bad_input_as_the_api_does(
     def start_purge() -> Response:
         return jobs.accepted(purge.submit(**request.get_json()))
 
-    body = error_body(client.post("/admin/purge", json={"days": "many"}), 400)
+    body = assert_error(client.post("/admin/purge", json={"days": "many"}), 400)
     assert "'days'" in body["error"]
-    error_body(client.post("/admin/purge", json={"weeks": 1}), 400)
+    assert_error(client.post("/admin/purge", json={"weeks": 1}), 400)
     first = client.post("/admin/purge", json={"days": 7})
     assert first.status_code == 202
     try:
@@ -271,7 +263,7 @@ def test_apps_own_submit_route_answers_bad_input_as_the_api_does(
     finally:
         release.set()
 
-    error_body(conflict, 409)
+    assert_error(conflict, 409)
     assert conflict.headers["Location"] == first.headers["Location"]
 
 
@@ -316,7 +308,7 @@ def test_closed_api_does_not_stop_the_apps_own_routes(
     client = app.test_client()
 
     assert client.post("/admin/purge").status_code == 202
-    error_body(client.get(PREFIX), 403)
+    assert_error(client.get(PREFIX), 403)
 
 
 # -- identity -------------------------------------------------------------------------------------
@@ -367,8 +359,8 @@ def test_another_clients_job_answers_404_like_an_unknown_job(
     job_id = submit_as(client, "alice")
     unknown_id = str(uuid.uuid4())
 
-    foreign = error_body(client.get(f"{PREFIX}/{job_id}", headers=as_user("bob")), 404)
-    unknown = error_body(client.get(f"{PREFIX}/{unknown_id}", headers=as_user("bob")), 404)
+    foreign = assert_error(client.get(f"{PREFIX}/{job_id}", headers=as_user("bob")), 404)
+    unknown = assert_error(client.get(f"{PREFIX}/{unknown_id}", headers=as_user("bob")), 404)
 
     assert foreign["error"].replace(job_id, "ID") == unknown["error"].replace(unknown_id, "ID")
     assert foreign["details"] == unknown["details"]
@@ -379,7 +371,7 @@ def test_another_clients_job_answers_404_like_an_unknown_job(
 def test_another_clients_job_cannot_be_cancelled(users: JobRunner, client: FlaskClient) -> None:
     job_id = submit_as(client, "alice")
 
-    error_body(client.post(f"{PREFIX}/{job_id}/cancel", headers=as_user("bob")), 404)
+    assert_error(client.post(f"{PREFIX}/{job_id}/cancel", headers=as_user("bob")), 404)
 
     assert users.get(job_id).status.value == "pending"  # type: ignore[union-attr]
     assert client.post(f"{PREFIX}/{job_id}/cancel", headers=as_user("alice")).status_code == 202
@@ -441,8 +433,8 @@ def test_policy_that_does_not_grant_a_foreign_job_keeps_it_hidden(
     alices = submit_as(client, "alice")
     bobs = submit_as(client, "bob")
 
-    error_body(client.get(f"{PREFIX}/{alices}", headers=as_user("bob")), 404)
-    error_body(client.post(f"{PREFIX}/{alices}/cancel", headers=as_user("bob")), 404)
+    assert_error(client.get(f"{PREFIX}/{alices}", headers=as_user("bob")), 404)
+    assert_error(client.post(f"{PREFIX}/{alices}/cancel", headers=as_user("bob")), 404)
     assert listed_by(client, "bob") == [bobs]
     assert listed_by(client, "alice") == [alices]
 

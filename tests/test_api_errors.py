@@ -14,6 +14,7 @@ from flask import Flask
 from flask.testing import FlaskClient
 from werkzeug.test import TestResponse
 
+from conftest import assert_error
 from flask_jobrunner import JobRunner
 
 PREFIX = "/api/jobs"
@@ -48,17 +49,6 @@ def tasks(jobs: JobRunner) -> JobRunner:
         pass
 
     return jobs
-
-
-def assert_error(response: TestResponse, status: int) -> dict[str, Any]:
-    """Check *response* is the JSON error of DESIGN §2 with *status*; returns its body."""
-    assert response.status_code == status, response.get_data(as_text=True)
-    assert response.mimetype == "application/json"
-    body: dict[str, Any] = response.get_json()
-    assert set(body) == {"error", "details"}
-    assert isinstance(body["error"], str)
-    assert body["error"]
-    return body
 
 
 def post_raw(client: FlaskClient, path: str, data: bytes | str, **kwargs: Any) -> TestResponse:

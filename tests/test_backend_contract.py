@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from conftest import wait_until
+from conftest import make_record, wait_until
 from flask_jobrunner.backends import Backend, load_backend
 from flask_jobrunner.errors import InvalidArguments, JobConflict
 from flask_jobrunner.record import (
@@ -44,13 +44,6 @@ FAILED_ONCE = Outcome(
 
 
 # -- helpers -----------------------------------------------------------------
-
-
-def make_record(**fields: Any) -> JobRecord:
-    """A new pending record with a fresh id; *fields* override the defaults."""
-    fields.setdefault("id", new_job_id())
-    fields.setdefault("task", "tests.task")
-    return JobRecord(**fields)
 
 
 def enqueue(backend: Backend, **fields: Any) -> JobRecord:

@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from conftest import make_record
 from flask_jobrunner.backends import Backend
 from flask_jobrunner.backends.memory import MemoryBackend
 from flask_jobrunner.errors import BackendUnavailable
@@ -20,12 +21,6 @@ from flask_jobrunner.record import JobRecord, JobStatus, Outcome, new_job_id, ut
 
 DONE = Outcome(JobStatus.COMPLETED)
 LEASE = 60.0
-
-
-def make_record(**fields: Any) -> JobRecord:
-    fields.setdefault("id", new_job_id())
-    fields.setdefault("task", "tests.task")
-    return JobRecord(**fields)
 
 
 def run_one_job(backend: MemoryBackend, **fields: Any) -> JobRecord:
