@@ -23,7 +23,7 @@ from flask import Flask, has_app_context
 from .context import JobContext, _current
 from .errors import BackendUnavailable, JobNotFound
 from .job import Job
-from .record import ErrorType, JobRecord, JobStatus, Outcome
+from .record import Claim, ErrorType, JobRecord, JobStatus, Outcome
 from .signals import job_finished, job_progress, job_started
 
 if TYPE_CHECKING:
@@ -34,6 +34,23 @@ logger = logging.getLogger("flask_jobrunner")
 
 #: The longest wait before a retry, whatever the backoff.
 MAX_RETRY_DELAY = 3600.0
+
+
+def job_context(app: Flask, state: AppState, claim: Claim) -> JobContext:
+    """The context a claimed job runs with, from the app's settings.
+
+    Each progress report it stores sends
+    :data:`~flask_jobrunner.signals.job_progress`.
+    """
+    settings = state.settings
+    return JobContext(
+        claim,
+        state.backend,
+        lease=settings.lease,
+        progress_interval=settings.progress_interval,
+        timeout=claim.record.timeout or settings.timeout,
+        on_stored=lambda stored: send_progress(app, state.backend, stored.id),
+    )
 
 
 def execute(app: Flask, state: AppState, context: JobContext, job: Job) -> None:

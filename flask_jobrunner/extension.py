@@ -17,9 +17,8 @@ from flask import Flask, Response, current_app, has_request_context, jsonify, re
 from .backends import load_backend
 from .backends.base import Backend
 from .config import Settings, check_options, read_settings
-from .context import JobContext
 from .errors import ConfigurationError, JobNotFound, JobRunnerError, TaskNotFound
-from .executor import execute, send_progress
+from .executor import execute, job_context
 from .job import Job
 from .record import JobRecord, JobStatus, is_job_id, new_job_id
 from .signals import job_submitted
@@ -480,12 +479,4 @@ class JobRunner:
         # Retries are due at once in eager mode, so this loop also runs them.
         while claims := state.backend.claim([queue], lease=state.settings.lease):
             claim = claims[0]
-            context = JobContext(
-                claim,
-                state.backend,
-                lease=state.settings.lease,
-                progress_interval=state.settings.progress_interval,
-                timeout=claim.record.timeout or state.settings.timeout,
-                on_stored=lambda stored: send_progress(app, state.backend, stored.id),
-            )
-            execute(app, state, context, Job(claim.record, state.backend))
+            execute(app, state, job_context(app, state, claim), Job(claim.record, state.backend))

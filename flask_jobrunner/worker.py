@@ -20,7 +20,7 @@ from flask import Flask
 
 from .context import JobContext
 from .errors import BackendUnavailable
-from .executor import execute, send_finished, send_progress, timeout_outcome
+from .executor import execute, job_context, send_finished, timeout_outcome
 from .job import Job
 
 if TYPE_CHECKING:
@@ -152,14 +152,7 @@ class Worker:
                 if self._stopping.is_set():
                     self._call_backend(self.state.backend.release, claim.record.id, claim.token)
                     continue
-                context = JobContext(
-                    claim,
-                    self.state.backend,
-                    lease=settings.lease,
-                    progress_interval=settings.progress_interval,
-                    timeout=claim.record.timeout or settings.timeout,
-                    on_stored=self._progress_stored,
-                )
+                context = job_context(self.app, self.state, claim)
                 # Registered before hand-over, so a stop never misses a job about to start.
                 with self._running_changed:
                     self._running[context.token] = context
@@ -217,9 +210,6 @@ class Worker:
         logger.warning("Job %s ran past its timeout of %g s.", context.id, context.timeout)
         if self.state.backend.finish(context.id, context.token, timeout_outcome(context)):
             send_finished(self.app, Job(context.record, self.state.backend))
-
-    def _progress_stored(self, context: JobContext) -> None:
-        send_progress(self.app, self.state.backend, context.id)
 
     def _call_backend(self, method: Callable[..., object], *args: object, **kwargs: object) -> None:
         try:
