@@ -37,6 +37,8 @@ DEFAULTS: dict[str, Any] = {
     "API_OPEN": False,
     "EAGER": False,
     "DASHBOARD": False,
+    "REDIS_PREFIX": "jobrunner",
+    "CREATE_TABLES": True,
 }
 
 
@@ -62,6 +64,8 @@ class Settings(pydantic.BaseModel):
     api_open: bool
     eager: bool
     dashboard: bool
+    redis_prefix: str = pydantic.Field(min_length=1)
+    create_tables: bool
 
     @pydantic.field_validator("url_prefix")
     @classmethod

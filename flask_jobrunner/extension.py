@@ -178,7 +178,7 @@ class JobRunner:
             app.config.setdefault(f"JOBRUNNER_{key.upper()}", value)
         backend = settings.backend
         if not isinstance(backend, Backend):
-            backend = load_backend(backend, **settings.model_dump(exclude={"backend"}))
+            backend = load_backend(backend, app=app, **settings.model_dump(exclude={"backend"}))
         state = AppState(self, settings, backend)
         app.extensions["jobrunner"] = state
         app.register_blueprint(create_blueprint(settings.url_prefix))

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import contextlib
 import os
+import pathlib
 import threading
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -23,31 +25,117 @@ from flask_jobrunner import Backend, JobRunner
 from flask_jobrunner.backends import load_backend
 from flask_jobrunner.record import JobRecord, new_job_id
 
-#: The backends the contract suite runs against, by id. Durable backends
-#: join here; their URLs come from JOBRUNNER_TEST_*_URL.
-BACKEND_URLS: dict[str, str] = {
-    "memory": "memory://",
+#: The servers the durable backends are tested on; each URL names a database
+#: the tests may create private databases next to.
+SERVER_URLS: dict[str, str] = {
+    "postgresql": os.environ.get(
+        "JOBRUNNER_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+    ),
+    "mysql": os.environ.get("JOBRUNNER_TEST_MYSQL_URL", "mysql+pymysql://root@127.0.0.1:3306/test"),
+    "redis": os.environ.get("JOBRUNNER_TEST_REDIS_URL", "redis://127.0.0.1:6379/0"),
 }
+
+#: Every backend the contract suite runs against, by id.
+BACKEND_IDS = ["memory", "sqlite", "postgresql", "mysql", "redis"]
+#: The backends shared between processes (all but memory).
+DURABLE_IDS = BACKEND_IDS[1:]
 
 REQUIRE_SERVICES = os.environ.get("JOBRUNNER_TEST_REQUIRE_SERVICES") == "1"
 
 
-@pytest.fixture(params=sorted(BACKEND_URLS))
-def backend_url(request: pytest.FixtureRequest) -> str:
-    """The URL of each backend in turn."""
-    return BACKEND_URLS[request.param]
+def _server_down(backend_id: str, error: BaseException) -> None:
+    """Skip the test for an unreachable server, or fail it when servers are required."""
+    message = f"the {backend_id} server at {SERVER_URLS.get(backend_id)} is unreachable: {error}"
+    if REQUIRE_SERVICES:
+        pytest.fail(f"{message} (JOBRUNNER_TEST_REQUIRE_SERVICES=1)", pytrace=False)
+    pytest.skip(message)
+
+
+@pytest.fixture(scope="session")
+def private_databases() -> Iterator[dict[str, str | BaseException]]:
+    """One database per SQL server for this test run, dropped at its end.
+
+    Test runs on one machine (or CI beside a developer) never see each
+    other's tables. An unreachable server maps to its error.
+    """
+    import sqlalchemy
+
+    name = f"jobrunner_test_{os.getpid()}_{uuid.uuid4().hex[:6]}"
+    created: dict[str, str | BaseException] = {}
+    engines = {}
+    for backend_id in ("postgresql", "mysql"):
+        url = sqlalchemy.make_url(SERVER_URLS[backend_id])
+        try:
+            engine = sqlalchemy.create_engine(url, isolation_level="AUTOCOMMIT")
+            with engine.connect() as connection:
+                connection.exec_driver_sql(f"CREATE DATABASE {name}")
+        except Exception as error:
+            created[backend_id] = error
+            continue
+        engines[backend_id] = engine
+        created[backend_id] = url.set(database=name).render_as_string(hide_password=False)
+    yield created
+    for engine in engines.values():
+        with engine.connect() as connection:
+            if engine.dialect.name == "postgresql":
+                connection.exec_driver_sql(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+            else:
+                connection.exec_driver_sql(f"DROP DATABASE IF EXISTS {name}")
+        engine.dispose()
 
 
 @pytest.fixture
-def backend(backend_url: str) -> Iterator[Backend]:
+def backend_url_for(
+    request: pytest.FixtureRequest, tmp_path: pathlib.Path
+) -> Callable[[str], str]:
+    """Turns a backend id into the URL of a fresh, private store of that backend."""
+
+    def url_for(backend_id: str) -> str:
+        if backend_id == "memory":
+            return "memory://"
+        if backend_id == "sqlite":
+            return f"sqlite:///{tmp_path / 'jobs.db'}"
+        if backend_id == "redis":
+            return SERVER_URLS["redis"]
+        databases = request.getfixturevalue("private_databases")
+        url = databases[backend_id]
+        if isinstance(url, BaseException):
+            _server_down(backend_id, url)
+        assert isinstance(url, str)
+        return url
+
+    return url_for
+
+
+@pytest.fixture(params=BACKEND_IDS)
+def backend_id(request: pytest.FixtureRequest) -> str:
+    """The id of each backend in turn."""
+    return str(request.param)
+
+
+@pytest.fixture
+def backend_url(backend_id: str, backend_url_for: Callable[[str], str]) -> str:
+    """The URL of each backend in turn."""
+    return backend_url_for(backend_id)
+
+
+@pytest.fixture
+def backend_options() -> dict[str, Any]:
+    """Settings every test backend gets: a private Redis key prefix per test."""
+    return {"result_ttl": 3600, "max_jobs": 10000, "redis_prefix": f"jrtest:{uuid.uuid4().hex}"}
+
+
+@pytest.fixture
+def backend(backend_id: str, backend_url: str, backend_options: dict[str, Any]) -> Iterator[Backend]:
     """A fresh, empty backend (each in turn)."""
     try:
-        instance = load_backend(backend_url, result_ttl=3600, max_jobs=10000)
+        instance = load_backend(backend_url, **backend_options)
+        instance.setup()
+        instance.clear()
     except Exception as error:  # a server that is down
-        if REQUIRE_SERVICES:
-            raise
-        pytest.skip(f"backend {backend_url} unreachable: {error}")
+        _server_down(backend_id, error)
     yield instance
+    instance.clear()
     instance.close()
 
 

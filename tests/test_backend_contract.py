@@ -129,10 +129,13 @@ def expire_and_recover(backend: Backend, *, max_recoveries: int) -> list[JobReco
 
 
 @pytest.fixture
-def short_ttl_backend(backend_url: str) -> Iterator[Backend]:
+def short_ttl_backend(backend_url: str, backend_options: dict[str, Any]) -> Iterator[Backend]:
     """A backend of the same kind whose finished jobs expire after 50 ms."""
-    instance = load_backend(backend_url, result_ttl=0.05, max_jobs=10000)
+    instance = load_backend(backend_url, **{**backend_options, "result_ttl": 0.05})
+    instance.setup()
+    instance.clear()
     yield instance
+    instance.clear()
     instance.close()
 
 

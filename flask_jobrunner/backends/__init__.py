@@ -28,9 +28,21 @@ class BackendEntry:
     install: str | None = None
 
 
+_SQL = "flask_jobrunner.backends.sql:SQLBackend"
+_REDIS = "flask_jobrunner.backends.redis:RedisBackend"
+
 #: URL scheme -> backend. Durable backends join this table as they land.
 BACKENDS: dict[str, BackendEntry] = {
     "memory": BackendEntry("flask_jobrunner.backends.memory:MemoryBackend"),
+    "sqlite": BackendEntry(_SQL, "sqlalchemy", "flask-jobrunner[sql]"),
+    "postgresql": BackendEntry(_SQL, "psycopg", "flask-jobrunner[postgres]"),
+    "mysql": BackendEntry(_SQL, "pymysql", "flask-jobrunner[mysql]"),
+    "mariadb": BackendEntry(_SQL, "pymysql", "flask-jobrunner[mysql]"),
+    # The engine of the app's Flask-SQLAlchemy extension.
+    "sqlalchemy": BackendEntry(_SQL, "sqlalchemy", "flask-jobrunner[sql]"),
+    "redis": BackendEntry(_REDIS, "redis", "flask-jobrunner[redis]"),
+    "rediss": BackendEntry(_REDIS, "redis", "flask-jobrunner[redis]"),
+    "unix": BackendEntry(_REDIS, "redis", "flask-jobrunner[redis]"),
 }
 
 
@@ -40,7 +52,8 @@ def load_backend(url: str, **options: Any) -> Backend:
     :raises ConfigurationError: for an unknown scheme, or a missing driver
         (the message names the ``pip install`` command).
     """
-    scheme = urlsplit(url).scheme.split("+", 1)[0].lower()
+    # A bare "sqlalchemy" has no "://": it names the app's Flask-SQLAlchemy engine.
+    scheme = url if url == "sqlalchemy" else urlsplit(url).scheme.split("+", 1)[0].lower()
     entry = BACKENDS.get(scheme)
     if entry is None:
         known = ", ".join(f"'{name}://'" for name in sorted(BACKENDS))

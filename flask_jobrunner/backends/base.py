@@ -167,6 +167,13 @@ class Backend(abc.ABC):
         """
 
     @abc.abstractmethod
+    def clear(self) -> None:
+        """Delete every job, finished or not; for tests and for starting over."""
+
+    def setup(self) -> None:  # noqa: B027 - optional hook with a no-op default
+        """Create what the backend stores jobs in (SQL tables); safe to call again."""
+
+    @abc.abstractmethod
     def counts(self) -> dict[JobStatus, int]:
         """How many stored jobs are in each status."""
 

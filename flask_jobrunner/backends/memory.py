@@ -254,6 +254,15 @@ class MemoryBackend(Backend):
                 totals[record.status] += 1
         return totals
 
+    def clear(self) -> None:
+        """Forget every job."""
+        with self._lock:
+            for store in (self._jobs, self._ready, self._ready_seq, self._finished):
+                store.clear()
+            self._running.clear()
+            self._unique.clear()
+            self._idempotency.clear()
+
     def wait_finished(self, job_id: str, timeout: float) -> JobRecord | None:
         """Wait for the job to finish, woken at once when it does."""
         deadline = time.monotonic() + timeout
