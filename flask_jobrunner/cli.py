@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import time
 import typing as t
 
@@ -106,6 +107,79 @@ def cancel_command(job_id: str) -> None:
 def cleanup_command() -> None:
     """Delete finished jobs older than JOBRUNNER_RESULT_TTL."""
     click.echo(f"Deleted {_state().backend.purge_expired()} expired jobs.")
+
+
+@jobs_cli.command("worker")
+@click.option(
+    "--processes",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    help="How many worker processes to run.",
+)
+@click.option(
+    "--threads",
+    type=click.IntRange(min=1),
+    help="Jobs each process runs at once.  [default: JOBRUNNER_MAX_WORKERS]",
+)
+@click.option(
+    "--queue",
+    "queues",
+    multiple=True,
+    metavar="NAME",
+    help="A queue to take jobs from; repeat for several.  [default: every task's queue]",
+)
+@click.option("--burst", is_flag=True, help="Exit once no job is left to run.")
+def worker_command(
+    processes: int, threads: int | None, queues: tuple[str, ...], burst: bool
+) -> None:
+    """Run jobs in this process (or in several), until SIGTERM or Ctrl-C.
+
+    The first signal drains: no new job starts, running jobs get up to
+    JOBRUNNER_SHUTDOWN_TIMEOUT seconds to finish, the rest go back to the
+    queue. A second signal exits at once.
+    """
+    from .process import run_worker, supervise
+
+    state = _state()
+    app = current_app._get_current_object()  # type: ignore[attr-defined]
+    if processes > 1 and not state.backend.is_shared:
+        raise click.UsageError(
+            f"--processes {processes} needs a backend shared between processes; the"
+            f" {type(state.backend).__name__} lives in one process. Use SQLite, PostgreSQL,"
+            " MariaDB or Redis as JOBRUNNER_BACKEND."
+        )
+    _log_to_stderr()
+    threads = threads or state.settings.max_workers
+    served = list(queues) or None
+    if processes == 1:
+        status = run_worker(app, threads=threads, queues=served, burst=burst)
+    else:
+        status = supervise(app, processes=processes, threads=threads, queues=served, burst=burst)
+    raise SystemExit(status)
+
+
+@jobs_cli.command("init-db")
+def init_db_command() -> None:
+    """Create the tables the SQL backend keeps jobs in (nothing to do for others)."""
+    backend = _state().backend
+    try:
+        backend.setup()
+    except JobRunnerError as error:
+        raise click.ClickException(error.message) from None
+    click.echo(f"The {type(backend).__name__} is ready.")
+
+
+def _log_to_stderr() -> None:
+    # A worker's log is its only output; show it unless the app set logging up.
+    logger = logging.getLogger("flask_jobrunner")
+    if not logger.handlers and not logging.getLogger().handlers:
+        handler = logging.StreamHandler()
+        handler.setFormatter(
+            logging.Formatter("%(asctime)s %(levelname)s [%(process)d] %(message)s")
+        )
+        logger.addHandler(handler)
+        logger.setLevel(logging.INFO)
 
 
 def _watch(job: Job) -> Job:

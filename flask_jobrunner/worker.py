@@ -31,7 +31,7 @@ logger = logging.getLogger("flask_jobrunner")
 #: Seconds between two rounds of the monitor (timeouts are seen this late at most).
 MONITOR_TICK = 0.05
 #: Longest wait between claim attempts when the backend is unreachable.
-MAX_BACKOFF = 30.0
+MAX_BACKOFF = 5.0
 
 
 class Worker:
@@ -54,6 +54,7 @@ class Worker:
         self.queues = None if queues is None else list(queues)
         self.name = f"jobrunner-{uuid.uuid4().hex[:8]}"
         self._stopping = threading.Event()
+        self._out_of_work = threading.Event()
         self._monitor_stop = threading.Event()
         self._slots = threading.Condition()
         self._idle = threads
@@ -87,6 +88,14 @@ class Worker:
         )
         self._dispatcher.start()
         self._monitor.start()
+
+    def wait_out_of_work(self, timeout: float) -> bool:
+        """Wait up to *timeout* seconds until no job runs here and none is ready to claim.
+
+        ``flask jobs worker --burst`` stops then. Jobs scheduled for later
+        (retries waiting out their backoff) do not count as ready.
+        """
+        return self._out_of_work.wait(timeout)
 
     def stop(self, timeout: float) -> bool:
         """Stop claiming, let running jobs finish for *timeout* seconds, give the rest back.
@@ -144,10 +153,17 @@ class Worker:
                 )
                 backoff = 0.0
             except Exception:
+                self._out_of_work.clear()
                 backoff = min(max(backoff * 2, 0.1), MAX_BACKOFF)
                 logger.exception("Claiming jobs failed; trying again in %.1f s.", backoff)
                 self._stopping.wait(backoff)
                 continue
+            if not claims:
+                with self._slots:
+                    if self._idle == self.threads:
+                        self._out_of_work.set()
+                continue
+            self._out_of_work.clear()
             for claim in claims:
                 if self._stopping.is_set():
                     self._call_backend(self.state.backend.release, claim.record.id, claim.token)

@@ -21,7 +21,7 @@ from flask import Flask
 from flask.globals import _cv_app
 from werkzeug.test import TestResponse
 
-from flask_jobrunner import Backend, JobRunner
+from flask_jobrunner import Backend, BackendUnavailable, JobRunner
 from flask_jobrunner.backends import load_backend
 from flask_jobrunner.record import JobRecord, new_job_id
 
@@ -43,9 +43,10 @@ DURABLE_IDS = BACKEND_IDS[1:]
 REQUIRE_SERVICES = os.environ.get("JOBRUNNER_TEST_REQUIRE_SERVICES") == "1"
 
 
-def _server_down(backend_id: str, error: BaseException) -> None:
+def server_down(backend_id: str, error: BaseException) -> None:
     """Skip the test for an unreachable server, or fail it when servers are required."""
-    message = f"the {backend_id} server at {SERVER_URLS.get(backend_id)} is unreachable: {error}"
+    where = SERVER_URLS.get(backend_id, "this machine")
+    message = f"the {backend_id} server at {where} is unreachable: {error}"
     if REQUIRE_SERVICES:
         pytest.fail(f"{message} (JOBRUNNER_TEST_REQUIRE_SERVICES=1)", pytrace=False)
     pytest.skip(message)
@@ -85,9 +86,7 @@ def private_databases() -> Iterator[dict[str, str | BaseException]]:
 
 
 @pytest.fixture
-def backend_url_for(
-    request: pytest.FixtureRequest, tmp_path: pathlib.Path
-) -> Callable[[str], str]:
+def backend_url_for(request: pytest.FixtureRequest, tmp_path: pathlib.Path) -> Callable[[str], str]:
     """Turns a backend id into the URL of a fresh, private store of that backend."""
 
     def url_for(backend_id: str) -> str:
@@ -100,7 +99,7 @@ def backend_url_for(
         databases = request.getfixturevalue("private_databases")
         url = databases[backend_id]
         if isinstance(url, BaseException):
-            _server_down(backend_id, url)
+            server_down(backend_id, url)
         assert isinstance(url, str)
         return url
 
@@ -126,14 +125,16 @@ def backend_options() -> dict[str, Any]:
 
 
 @pytest.fixture
-def backend(backend_id: str, backend_url: str, backend_options: dict[str, Any]) -> Iterator[Backend]:
+def backend(
+    backend_id: str, backend_url: str, backend_options: dict[str, Any]
+) -> Iterator[Backend]:
     """A fresh, empty backend (each in turn)."""
     try:
         instance = load_backend(backend_url, **backend_options)
         instance.setup()
         instance.clear()
-    except Exception as error:  # a server that is down
-        _server_down(backend_id, error)
+    except BackendUnavailable as error:
+        server_down(backend_id, error)
     yield instance
     instance.clear()
     instance.close()

@@ -223,3 +223,44 @@ def test_cleanup_deletes_finished_jobs_past_the_result_ttl(
     assert jobs.get(finished.id) is None
     assert jobs.get(pending.id) is not None
     assert run(app, "cleanup").output == "Deleted 0 expired jobs.\n"
+
+
+@settings(run_workers=False)
+def test_worker_burst_runs_the_ready_jobs_of_its_queues_then_returns(
+    app: Flask, jobs: JobRunner
+) -> None:
+    @jobs.task
+    def double(number: int) -> int:
+        return 2 * number
+
+    @jobs.task(queue="reports")
+    def report() -> str:
+        return "done"
+
+    doubled = [double.submit(number) for number in range(5)]
+    elsewhere = report.submit()
+
+    result = run(app, "worker", "--burst", "--threads", "2", "--queue", "default")
+
+    assert result.exit_code == 0, result.output
+    assert [job.refresh().result for job in doubled] == [0, 2, 4, 6, 8]
+    assert elsewhere.refresh().status is JobStatus.PENDING
+    assert run(app, "worker", "--burst", "--queue", "reports").exit_code == 0
+    assert elsewhere.refresh().result == "done"
+
+
+def test_worker_with_processes_refuses_the_memory_backend(app: Flask, backend: Backend) -> None:
+    if backend.is_shared:
+        pytest.skip("only a backend that lives in one process is refused")
+
+    result = run(app, "worker", "--processes", "2")
+
+    assert result.exit_code == 2
+    assert "needs a backend shared between processes" in result.output
+
+
+def test_init_db_prepares_the_backend(app: Flask, backend: Backend) -> None:
+    result = run(app, "init-db")
+
+    assert result.exit_code == 0, result.output
+    assert f"The {type(backend).__name__} is ready." in result.output
