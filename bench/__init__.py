@@ -1,0 +1,1 @@
+"""Benchmarks of flask-jobrunner: ``python -m bench`` prints a table per backend."""

@@ -1,0 +1,5 @@
+"""Run the benchmark: ``python -m bench --help``."""
+
+from bench.run import main
+
+main()
