@@ -1,0 +1,573 @@
+"""The Lua scripts of :class:`~flask_jobrunner.backends.redis.RedisBackend`.
+
+Each state transition is one script, so it is atomic and costs one round
+trip. Every script gets the key prefix (with its trailing ``:``) as
+``ARGV[1]`` and the result TTL in milliseconds as ``ARGV[2]``; its own
+arguments follow. The keys a caller can name are passed in ``KEYS``; keys
+that only the stored job knows (its queue, its unique key) are built from the
+prefix inside the script, so on Redis Cluster the prefix must carry a hash
+tag (``{jobrunner}``) to keep every key in one slot.
+
+A job is the hash ``<prefix>job:<id>``. ``doc`` holds the JSON of the fields
+that never change after enqueue (id, task, queue, args, kwargs, created_at,
+...), written by Python and never parsed here. The fields that change are
+kept one per hash field: ``st`` status, ``tok`` token, ``att`` attempts,
+``rec`` recoveries, ``cxl`` cancel requested; times as integer microseconds
+since the epoch (``sa`` started, ``ua`` updated, ``fa`` finished, ``ra``
+run at, ``le`` lease expiry, ``cu`` created); and JSON text written by Python
+for progress and outcome (``pct``, ``msg``, ``ip``, ``ti``, ``res``, ``err``,
+``et``, ``ed``). Lua's cjson would turn ``[]`` into ``{}`` and round floats,
+so JSON from Python is only ever copied, never decoded and encoded again.
+``q`` queue, ``uk`` unique key, ``ik`` idempotency key, ``sk`` sort key and
+``ix`` index entry serve the scripts themselves.
+
+:func:`render` rebuilds the record's :meth:`~flask_jobrunner.record.JobRecord.to_dict`
+JSON from the hash; it is what the scripts return and what they publish on
+``<prefix>events:<id>`` (without the token) at every transition.
+"""
+
+from __future__ import annotations
+
+#: Helpers every script starts with.
+PRELUDE = r"""
+local P = ARGV[1]
+local TTL = tonumber(ARGV[2])
+
+-- Lua numbers turn into '1.7e+15' when passed to redis.call; digits only.
+local function int(n)
+  return string.format('%d', n)
+end
+
+local function clock()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000000 + tonumber(t[2])
+end
+
+-- ISO-8601 UTC text of microseconds since the epoch (civil_from_days by
+-- Howard Hinnant), the form datetime.fromisoformat reads.
+local function iso(value)
+  local us = tonumber(value)
+  local secs = math.floor(us / 1000000)
+  local micros = us - secs * 1000000
+  local days = math.floor(secs / 86400)
+  local rest = secs - days * 86400
+  local z = days + 719468
+  local era = math.floor(z / 146097)
+  local doe = z - era * 146097
+  local yoe = math.floor(
+    (doe - math.floor(doe / 1460) + math.floor(doe / 36524) - math.floor(doe / 146096)) / 365)
+  local doy = doe - (365 * yoe + math.floor(yoe / 4) - math.floor(yoe / 100))
+  local mp = math.floor((5 * doy + 2) / 153)
+  local day = doy - math.floor((153 * mp + 2) / 5) + 1
+  local month = mp < 10 and mp + 3 or mp - 9
+  local year = yoe + era * 400
+  if month <= 2 then year = year + 1 end
+  return string.format('%04d-%02d-%02dT%02d:%02d:%02d.%06d+00:00', year, month, day,
+    math.floor(rest / 3600), math.floor(rest % 3600 / 60), rest % 60, micros)
+end
+
+local function load(key)
+  local flat = redis.call('HGETALL', key)
+  if #flat == 0 then return nil end
+  local job = {}
+  for i = 1, #flat, 2 do job[flat[i]] = flat[i + 1] end
+  return job
+end
+
+local function moment(value)
+  if value then return '"' .. iso(value) .. '"' end
+  return 'null'
+end
+
+-- The record's to_dict() JSON, without the token (as published).
+local function render(job)
+  return table.concat({
+    string.sub(job.doc, 1, -2),
+    ',"status":"', job.st, '"',
+    ',"started_at":', moment(job.sa),
+    ',"updated_at":', moment(job.ua),
+    ',"finished_at":', moment(job.fa),
+    ',"run_at":', moment(job.ra),
+    ',"lease_expires_at":', moment(job.le),
+    ',"percentage":', job.pct or 'null',
+    ',"message":', job.msg or 'null',
+    ',"items_processed":', job.ip or 'null',
+    ',"total_items":', job.ti or 'null',
+    ',"result":', job.res or 'null',
+    ',"error":', job.err or 'null',
+    ',"error_type":', job.et or 'null',
+    ',"error_details":', job.ed or 'null',
+    ',"attempts":', job.att or '0',
+    ',"recoveries":', job.rec or '0',
+    ',"cancel_requested":', job.cxl and 'true' or 'false',
+    '}',
+  })
+end
+
+-- *text* from render(job) with the token: what the scripts return.
+local function tokened(job, text)
+  local token = job.tok and cjson.encode(job.tok) or 'null'
+  return string.sub(text, 1, -2) .. ',"token":' .. token .. '}'
+end
+
+local function show(job)
+  return tokened(job, render(job))
+end
+
+local function publish(id, job)
+  local text = render(job)
+  redis.call('PUBLISH', P .. 'events:' .. id, text)
+  return text
+end
+
+-- Write changed fields; a false value deletes the field.
+local function apply(key, job, fields)
+  local sets, dels = {}, {}
+  for name, value in pairs(fields) do
+    if value then
+      sets[#sets + 1] = name
+      sets[#sets + 1] = value
+      job[name] = value
+    elseif job[name] then
+      dels[#dels + 1] = name
+      job[name] = nil
+    end
+  end
+  if #sets > 0 then redis.call('HSET', key, unpack(sets)) end
+  if #dels > 0 then redis.call('HDEL', key, unpack(dels)) end
+end
+
+local function move(job, from, to)
+  redis.call('ZREM', P .. 'status:' .. from, job.sk)
+  redis.call('ZADD', P .. 'status:' .. to, 0, job.sk)
+end
+
+-- One marker at most: a waiting claimer pops it, and a claimer that leaves
+-- due work behind pushes it again, so the list never grows.
+local function wake(queue)
+  local key = P .. 'notify:' .. queue
+  redis.call('LPUSH', key, '1')
+  redis.call('LTRIM', key, 0, 0)
+end
+
+-- Due when its run_at comes, else at its creation (never later than now), so
+-- a job given back keeps its place before newer ones.
+local function make_ready(id, job, now)
+  local due = job.ra and tonumber(job.ra) or math.min(tonumber(job.cu), now)
+  redis.call('ZADD', P .. 'queue:' .. job.q, int(due), id)
+  wake(job.q)
+end
+
+local function held(key, token)
+  local job = load(key)
+  if job and job.st == 'in_progress' and job.tok == token then return job end
+  return nil
+end
+
+local function finalize(id, key, job, status, now)
+  local from = job.st
+  apply(key, job, {st = status, tok = false, le = false, fa = int(now), ua = int(now)})
+  redis.call('ZREM', P .. 'running', id)
+  move(job, from, status)
+  -- Redis drops the job at this moment; the expiry set remembers which index
+  -- entries to drop with it, and counts the finished jobs still alive.
+  local expires = int(math.floor(now / 1000) + TTL)
+  redis.call('ZADD', P .. 'expires:' .. status, expires, job.ix)
+  redis.call('PEXPIREAT', key, expires)
+  if job.uk then
+    local unique = P .. 'unique:' .. job.uk
+    if redis.call('GET', unique) == id then redis.call('DEL', unique) end
+  end
+  if job.ik then
+    local idempotency = P .. 'idempotency:' .. job.ik
+    if redis.call('GET', idempotency) == id then redis.call('PEXPIREAT', idempotency, expires) end
+  end
+  return publish(id, job)
+end
+
+-- Back to pending after *fields* are applied; cancelled instead if a cancel
+-- was requested, since the holder never saw the request.
+local function requeue(id, key, job, now, fields)
+  if job.cxl then
+    apply(key, job, fields)
+    return finalize(id, key, job, 'cancelled', now)
+  end
+  fields.st = 'pending'
+  fields.tok = false
+  fields.le = false
+  fields.ua = int(now)
+  apply(key, job, fields)
+  redis.call('ZREM', P .. 'running', id)
+  move(job, 'in_progress', 'pending')
+  make_ready(id, job, now)
+  return publish(id, job)
+end
+
+local PROGRESS = {'pct', 'msg', 'ip', 'ti'}
+local OUTCOME = {'res', 'err', 'et', 'ed'}
+
+-- Progress arguments: an empty one keeps the stored value.
+local function progress_fields(fields, first)
+  for i, name in ipairs(PROGRESS) do
+    local value = ARGV[first + i - 1]
+    if value ~= '' then fields[name] = value end
+  end
+  return fields
+end
+
+-- Outcome arguments: an empty one clears the stored value.
+local function outcome_fields(fields, first)
+  for i, name in ipairs(OUTCOME) do
+    local value = ARGV[first + i - 1]
+    fields[name] = value ~= '' and value
+  end
+  return progress_fields(fields, first + #OUTCOME)
+end
+"""
+
+#: KEYS: job, ready queue, then the index sets (all jobs, pending, task, [creator]).
+#: ARGV: id, unique key, idempotency key, queue, created (us), run_at (us), sort
+#: key, doc, index entry, then other hash fields as name/value pairs.
+ENQUEUE = (
+    PRELUDE
+    + r"""
+local key, id = KEYS[1], ARGV[3]
+-- A replay of an enqueue whose answer was lost stores nothing twice.
+if redis.call('EXISTS', key) == 1 then return {'exists', show(load(key))} end
+if ARGV[5] ~= '' then
+  local first = redis.call('GET', P .. 'idempotency:' .. ARGV[5])
+  if first then
+    local job = load(P .. 'job:' .. first)
+    if job then return {'duplicate', show(job)} end
+  end
+end
+if ARGV[4] ~= '' then
+  local holder = redis.call('GET', P .. 'unique:' .. ARGV[4])
+  if holder then
+    local job = load(P .. 'job:' .. holder)
+    if job and (job.st == 'pending' or job.st == 'in_progress') then
+      return {'conflict', show(job)}
+    end
+  end
+end
+local now = clock()
+local job = {
+  doc = ARGV[10], ix = ARGV[11], sk = ARGV[9], q = ARGV[6], cu = ARGV[7], st = 'pending',
+}
+if ARGV[4] ~= '' then job.uk = ARGV[4] end
+if ARGV[5] ~= '' then job.ik = ARGV[5] end
+if ARGV[8] ~= '' then job.ra = ARGV[8] end
+for i = 12, #ARGV, 2 do job[ARGV[i]] = ARGV[i + 1] end
+local flat = {}
+for name, value in pairs(job) do
+  flat[#flat + 1] = name
+  flat[#flat + 1] = value
+end
+redis.call('HSET', key, unpack(flat))
+local due = job.ra and tonumber(job.ra) or math.min(tonumber(job.cu), now)
+redis.call('ZADD', KEYS[2], int(due), id)
+for i = 3, #KEYS do redis.call('ZADD', KEYS[i], 0, job.sk) end
+if job.uk then redis.call('SET', P .. 'unique:' .. job.uk, id) end
+if job.ik then redis.call('SET', P .. 'idempotency:' .. job.ik, id) end
+wake(job.q)
+publish(id, job)
+return {'created'}
+"""
+)
+
+#: KEYS: the ready set of each queue. ARGV: lease (us), limit, token stem, queue names.
+#: Returns the wait until the next scheduled job (us, -1 for none) and the claimed jobs.
+CLAIM = (
+    PRELUDE
+    + r"""
+local now = clock()
+local lease, limit, stem = tonumber(ARGV[3]), tonumber(ARGV[4]), ARGV[5]
+local picked = {}
+if #KEYS == 1 then
+  local ids = redis.call('ZRANGE', KEYS[1], '-inf', int(now), 'BYSCORE', 'LIMIT', 0, limit)
+  for i = 1, #ids do picked[i] = {ids[i], 1} end
+else
+  -- Up to *limit* due jobs from each queue, merged by due time: the oldest
+  -- across all queues go first.
+  local candidates = {}
+  for q = 1, #KEYS do
+    local due = redis.call(
+      'ZRANGE', KEYS[q], '-inf', int(now), 'BYSCORE', 'LIMIT', 0, limit, 'WITHSCORES')
+    for i = 1, #due, 2 do
+      candidates[#candidates + 1] = {due[i], q, tonumber(due[i + 1]), i}
+    end
+  end
+  table.sort(candidates, function(a, b)
+    if a[3] ~= b[3] then return a[3] < b[3] end
+    if a[2] ~= b[2] then return a[2] < b[2] end
+    return a[4] < b[4]
+  end)
+  for i = 1, math.min(limit, #candidates) do picked[i] = candidates[i] end
+end
+local out = {0}
+for n, pick in ipairs(picked) do
+  local id = pick[1]
+  local key = P .. 'job:' .. id
+  redis.call('ZREM', KEYS[pick[2]], id)
+  local job = load(key)
+  if job and job.st == 'pending' then
+    local lease_end = int(now + lease)
+    local fields = {
+      st = 'in_progress', tok = stem .. n, att = int(tonumber(job.att or '0') + 1),
+      cxl = false, ua = int(now), le = lease_end,
+    }
+    if not job.sa then fields.sa = int(now) end
+    apply(key, job, fields)
+    redis.call('ZADD', P .. 'running', lease_end, id)
+    move(job, 'pending', 'in_progress')
+    out[#out + 1] = tokened(job, publish(id, job))
+  end
+end
+if #picked == limit then
+  -- This claimer may have swallowed the only wake-up while due work remains:
+  -- pass it on to the next waiting claimer.
+  for q = 1, #KEYS do
+    if #redis.call('ZRANGE', KEYS[q], '-inf', int(now), 'BYSCORE', 'LIMIT', 0, 1) > 0 then
+      wake(ARGV[5 + q])
+    end
+  end
+elseif #out == 1 then
+  local next_due = nil
+  for q = 1, #KEYS do
+    local first = redis.call('ZRANGE', KEYS[q], 0, 0, 'WITHSCORES')
+    if #first > 0 and (next_due == nil or tonumber(first[2]) < next_due) then
+      next_due = tonumber(first[2])
+    end
+  end
+  out[1] = next_due and math.max(next_due - now, 1) or -1
+end
+return out
+"""
+)
+
+#: KEYS: job. ARGV: id, token, lease (us). Returns the lease state.
+HEARTBEAT = (
+    PRELUDE
+    + r"""
+local status, token, cancel = unpack(redis.call('HMGET', KEYS[1], 'st', 'tok', 'cxl'))
+if status ~= 'in_progress' or token ~= ARGV[4] then return 'lost' end
+local lease_end = int(clock() + tonumber(ARGV[5]))
+redis.call('HSET', KEYS[1], 'le', lease_end)
+redis.call('ZADD', P .. 'running', lease_end, ARGV[3])
+if cancel then return 'cancel_requested' end
+return 'held'
+"""
+)
+
+#: KEYS: job. ARGV: id, token, lease (us), progress (4). Returns the lease state.
+PROGRESS = (
+    PRELUDE
+    + r"""
+local job = held(KEYS[1], ARGV[4])
+if not job then return 'lost' end
+local now = clock()
+local lease_end = int(now + tonumber(ARGV[5]))
+apply(KEYS[1], job, progress_fields({ua = int(now), le = lease_end}, 6))
+redis.call('ZADD', P .. 'running', lease_end, ARGV[3])
+publish(ARGV[3], job)
+if job.cxl then return 'cancel_requested' end
+return 'held'
+"""
+)
+
+#: KEYS: job. ARGV: id, token, final status, outcome (4), progress (4).
+FINISH = (
+    PRELUDE
+    + r"""
+local job = held(KEYS[1], ARGV[4])
+if not job then return 0 end
+apply(KEYS[1], job, outcome_fields({}, 6))
+finalize(ARGV[3], KEYS[1], job, ARGV[5], clock())
+return 1
+"""
+)
+
+#: KEYS: job. ARGV: id, token, run_at (us), outcome (4), progress (4).
+RETRY_LATER = (
+    PRELUDE
+    + r"""
+local job = held(KEYS[1], ARGV[4])
+if not job then return 0 end
+requeue(ARGV[3], KEYS[1], job, clock(), outcome_fields({ra = ARGV[5]}, 6))
+return 1
+"""
+)
+
+#: KEYS: job. ARGV: id, token.
+RELEASE = (
+    PRELUDE
+    + r"""
+local job = held(KEYS[1], ARGV[4])
+if not job then return 0 end
+local attempts = math.max(tonumber(job.att or '0') - 1, 0)
+requeue(ARGV[3], KEYS[1], job, clock(), {att = int(attempts), ra = false})
+return 1
+"""
+)
+
+#: KEYS: job. ARGV: id. Returns the job as it is afterwards, or nil.
+REQUEST_CANCEL = (
+    PRELUDE
+    + r"""
+local job = load(KEYS[1])
+if not job then return false end
+local now = clock()
+local text
+if job.st == 'pending' then
+  redis.call('ZREM', P .. 'queue:' .. job.q, ARGV[3])
+  text = finalize(ARGV[3], KEYS[1], job, 'cancelled', now)
+elseif job.st == 'in_progress' then
+  apply(KEYS[1], job, {cxl = '1', ua = int(now)})
+  text = publish(ARGV[3], job)
+end
+return tokened(job, text or render(job))
+"""
+)
+
+#: KEYS: the running set. ARGV: max recoveries, batch size. Returns the changed jobs.
+RECOVER_EXPIRED = (
+    PRELUDE
+    + r"""
+local now = clock()
+local max_recoveries = tonumber(ARGV[3])
+local ids = redis.call('ZRANGE', KEYS[1], '-inf', int(now), 'BYSCORE', 'LIMIT', 0, ARGV[4])
+local out = {}
+for _, id in ipairs(ids) do
+  local key = P .. 'job:' .. id
+  local job = load(key)
+  if not job or job.st ~= 'in_progress' or not job.le then
+    redis.call('ZREM', KEYS[1], id)
+  elseif tonumber(job.le) > now then
+    redis.call('ZADD', KEYS[1], job.le, id)
+  else
+    local recoveries = tonumber(job.rec or '0')
+    local text
+    if recoveries < max_recoveries or job.cxl then
+      text = requeue(id, key, job, now, {rec = int(recoveries + 1), ra = false})
+    else
+      apply(key, job, {
+        err = '"Internal error: the job was lost with its worker ' .. int(recoveries + 1)
+          .. ' times and is not tried again."',
+        et = '"interrupted"',
+      })
+      text = finalize(id, key, job, 'failed', now)
+    end
+    out[#out + 1] = tokened(job, text)
+  end
+end
+return out
+"""
+)
+
+#: KEYS: the expiry sets of completed, failed, cancelled. ARGV: batch size.
+#: Returns how many jobs went and whether a batch was full.
+PURGE_EXPIRED = (
+    PRELUDE
+    + r"""
+local now_ms = int(math.floor(clock() / 1000))
+local statuses = {'completed', 'failed', 'cancelled'}
+local purged, full = 0, 0
+for s = 1, #KEYS do
+  local entries = redis.call(
+    'ZRANGE', KEYS[s], '-inf', '(' .. now_ms, 'BYSCORE', 'LIMIT', 0, ARGV[3])
+  for _, entry in ipairs(entries) do
+    local index = cjson.decode(entry)
+    local sort_key = index[1]
+    -- Usually gone already (PEXPIREAT); the entries pointing to it are not.
+    redis.call('UNLINK', P .. 'job:' .. string.sub(sort_key, 20))
+    redis.call('ZREM', P .. 'jobs', sort_key)
+    redis.call('ZREM', P .. 'status:' .. statuses[s], sort_key)
+    redis.call('ZREM', P .. 'task:' .. index[2], sort_key)
+    if index[3] then redis.call('ZREM', P .. 'user:' .. index[3], sort_key) end
+  end
+  if #entries > 0 then
+    redis.call('ZREM', KEYS[s], unpack(entries))
+    purged = purged + #entries
+    if #entries >= tonumber(ARGV[3]) then full = 1 end
+  end
+end
+return {purged, full}
+"""
+)
+
+#: KEYS: the pending and running index sets, the expiry sets of completed,
+#: failed, cancelled. Returns the five counts.
+COUNTS = (
+    PRELUDE
+    + r"""
+local now_ms = int(math.floor(clock() / 1000))
+return {
+  redis.call('ZCARD', KEYS[1]),
+  redis.call('ZCARD', KEYS[2]),
+  redis.call('ZCOUNT', KEYS[3], now_ms, '+inf'),
+  redis.call('ZCOUNT', KEYS[4], now_ms, '+inf'),
+  redis.call('ZCOUNT', KEYS[5], now_ms, '+inf'),
+}
+"""
+)
+
+#: KEYS: job. Returns the job, or nil.
+GET = (
+    PRELUDE
+    + r"""
+local job = load(KEYS[1])
+if not job then return false end
+return show(job)
+"""
+)
+
+#: KEYS: the index set of each filter (or the set of all jobs). ARGV: start
+#: (a ZRANGE BYLEX bound), limit, status filter, most entries to look at.
+#: Returns whether a further match exists, where to resume if the scan
+#: stopped early (else ''), and the matching jobs.
+LIST_JOBS = (
+    PRELUDE
+    + r"""
+local start, limit, status, budget = ARGV[3], tonumber(ARGV[4]), ARGV[5], tonumber(ARGV[6])
+-- Walk the smallest index newest first; the others only confirm membership.
+local walk, size = 1, redis.call('ZCARD', KEYS[1])
+for k = 2, #KEYS do
+  local other = redis.call('ZCARD', KEYS[k])
+  if other < size then walk, size = k, other end
+end
+local out = {0, ''}
+local seen = 0
+while true do
+  if seen >= budget then
+    out[2] = start
+    return out
+  end
+  local batch = redis.call('ZRANGE', KEYS[walk], start, '-', 'BYLEX', 'REV', 'LIMIT', 0, 100)
+  if #batch == 0 then return out end
+  for _, sort_key in ipairs(batch) do
+    seen = seen + 1
+    start = '(' .. sort_key
+    local member = true
+    for k = 1, #KEYS do
+      if k ~= walk and not redis.call('ZSCORE', KEYS[k], sort_key) then
+        member = false
+        break
+      end
+    end
+    if member then
+      local job = load(P .. 'job:' .. string.sub(sort_key, 20))
+      if not job then
+        -- Expired: drop the entry now rather than at the next purge.
+        redis.call('ZREM', KEYS[walk], sort_key)
+      elseif status == '' or job.st == status then
+        if #out - 2 >= limit then
+          out[1] = 1
+          return out
+        end
+        out[#out + 1] = show(job)
+      end
+    end
+  end
+end
+"""
+)

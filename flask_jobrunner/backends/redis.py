@@ -1,0 +1,662 @@
+"""The Redis backend: many processes and machines share one Redis server.
+
+Every state transition is one Lua script (see
+:mod:`flask_jobrunner.backends._redis_scripts`), atomic and one round trip;
+every write of a worker checks its claim token there. Leases run on Redis's
+clock. Finished jobs expire after the result TTL on their own, and each
+transition is published as JSON on ``<prefix>:events:<id>``.
+
+Every key starts with the prefix (``JOBRUNNER_REDIS_PREFIX``, default
+``jobrunner``):
+
+======================================  ==========================================
+``<prefix>:job:<id>``                   hash: the job (expires once finished)
+``<prefix>:queue:<queue>``              sorted set: pending job ids by due time (us)
+``<prefix>:notify:<queue>``             list: at most one wake-up marker for claimers
+``<prefix>:running``                    sorted set: running job ids by lease expiry (us)
+``<prefix>:jobs``                       index: every job, newest last
+``<prefix>:status:<status>``            index: the jobs in each status
+``<prefix>:task:<task>``                index: the jobs of each task
+``<prefix>:user:<created_by>``          index: the jobs of each submitter
+``<prefix>:expires:<status>``           sorted set: finished jobs by expiry (ms)
+``<prefix>:unique:<key>``               string: the pending or running job of a unique task
+``<prefix>:idempotency:<key>``          string: the job of an idempotency key
+``<prefix>:wake:<uuid>``                list: wakes one blocked :meth:`~RedisBackend.claim`
+======================================  ==========================================
+
+An index is a sorted set whose members all score 0 and read
+``<created_at in us, 18 digits>:<id>``, so its lexical order is the listing
+order and a cursor maps to a ``ZRANGE ... BYLEX REV`` bound. Index entries of
+expired jobs are dropped by :meth:`~RedisBackend.purge_expired`, and by a
+listing that walks past them; counts read the expiry sets, so they are exact
+in between.
+
+An idle :meth:`~RedisBackend.claim` blocks in ``BLPOP`` on the ``notify``
+lists of its queues and on a ``wake`` list of its own. Every script that
+makes a job ready pushes a marker on its queue's list (kept to one element),
+which wakes one waiting claimer; a claimer that took its limit while due
+jobs remain pushes it again, so waiting claimers wake one after another.
+:meth:`~RedisBackend.interrupt` pushes to the ``wake`` list of each claim of
+its instance that is blocked.
+
+Needs Redis 6.2 or later (``ZRANGE ... BYSCORE``, fractional ``BLPOP``
+timeouts).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import json
+import logging
+import threading
+import time
+import uuid
+from collections.abc import Sequence
+from datetime import datetime, timedelta, timezone
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import redis
+from redis.backoff import ExponentialBackoff
+from redis.commands.core import Script
+from redis.exceptions import (
+    ClusterDownError,
+    OutOfMemoryError,
+    ReadOnlyError,
+    RedisError,
+    ResponseError,
+    TryAgainError,
+)
+from redis.retry import Retry
+
+from ..errors import BackendUnavailable, InvalidArguments, JobConflict
+from ..record import Claim, JobRecord, JobStatus, LeaseState, Outcome, Progress
+from . import _redis_scripts as scripts
+from .base import Backend, decode_cursor, encode_cursor
+
+logger = logging.getLogger("flask_jobrunner")
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+_YEAR_ONE = datetime(1, 1, 1, tzinfo=timezone.utc)
+_MICROSECOND = timedelta(microseconds=1)
+# ASCII JSON: a lone surrogate in a task's arguments cannot fail the UTF-8 encoding.
+_dumps = json.JSONEncoder(separators=(",", ":")).encode
+# The index entry is decoded by cjson, which is then spared any escapes.
+_dumps_index = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
+
+#: The record fields kept one per hash field (the rest go, as JSON, in ``doc``).
+_CHANGING = frozenset(
+    {
+        "status",
+        "token",
+        "attempts",
+        "recoveries",
+        "cancel_requested",
+        "started_at",
+        "updated_at",
+        "finished_at",
+        "run_at",
+        "lease_expires_at",
+        "percentage",
+        "message",
+        "items_processed",
+        "total_items",
+        "result",
+        "error",
+        "error_type",
+        "error_details",
+    }
+)
+#: Times an enqueued record may carry (``run_at`` has an argument of its own).
+_TIME_FIELDS = (
+    ("sa", "started_at"),
+    ("ua", "updated_at"),
+    ("fa", "finished_at"),
+    ("le", "lease_expires_at"),
+)
+#: Fields stored as JSON text, which the scripts copy but never parse.
+_JSON_FIELDS = (
+    ("pct", "percentage"),
+    ("msg", "message"),
+    ("ip", "items_processed"),
+    ("ti", "total_items"),
+    ("res", "result"),
+    ("err", "error"),
+    ("et", "error_type"),
+    ("ed", "error_details"),
+)
+#: The record fields stored, as JSON, in the hash field ``doc``.
+_DOC_FIELDS = tuple(
+    field.name for field in dataclasses.fields(JobRecord) if field.name not in _CHANGING
+)
+_FINAL = (JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELLED)
+_LEASE_STATES = {state.value: state for state in LeaseState}
+
+#: Errors that mean the server cannot serve us now, as opposed to a bug.
+_UNAVAILABLE: tuple[type[Exception], ...] = (
+    redis.exceptions.ConnectionError,
+    redis.exceptions.TimeoutError,
+    OutOfMemoryError,
+    ReadOnlyError,
+    ClusterDownError,
+    TryAgainError,
+)
+
+#: Jobs recovered, and expired jobs purged per status, in one script run.
+_BATCH = 500
+#: Index entries one listing script looks at before the next round trip.
+_LIST_BUDGET = 2000
+#: Longest single BLPOP; it must stay below the socket timeout.
+_MAX_BLOCK = 2.0
+#: Seconds a wake-up pushed by :meth:`RedisBackend.interrupt` is kept.
+_WAKE_TTL_MS = 60_000
+
+
+class RedisBackend(Backend):
+    """Keeps jobs in Redis; any number of processes and machines share them.
+
+    Claims are atomic Lua scripts, so no job is handed out twice; an idle
+    :meth:`claim` blocks in ``BLPOP`` and is woken as soon as a job is
+    enqueued anywhere. Finished jobs expire after *result_ttl* seconds.
+
+    :param client: The client to use. It may have ``decode_responses`` on or
+        off; for a client you pass, :meth:`close` leaves its pool open.
+    :param result_ttl: Seconds a finished job is kept.
+    :param prefix: The start of every key; on Redis Cluster give it a hash
+        tag, such as ``{jobrunner}``, so all keys share one slot.
+    """
+
+    blocking = True
+    is_shared = True
+
+    def __init__(
+        self, client: redis.Redis, *, result_ttl: float = 86400, prefix: str = "jobrunner"
+    ) -> None:
+        super().__init__(result_ttl=result_ttl)
+        #: The redis-py client every call goes through.
+        self.client = client
+        #: The start of every key, without the ``:`` that follows it.
+        self.prefix = prefix
+        self._p = f"{prefix}:"
+        self._owns_client = False
+        self._where = _describe(client)
+        timeout = client.connection_pool.connection_kwargs.get("socket_timeout")
+        # A BLPOP longer than the socket timeout would end in a TimeoutError.
+        self._max_block = _MAX_BLOCK if timeout is None else max(min(_MAX_BLOCK, timeout - 1), 0.1)
+        self._lock = threading.Lock()
+        self._interrupts = 0
+        self._waiting: set[str] = set()
+        register = client.register_script
+        self._enqueue = register(scripts.ENQUEUE)
+        self._claim = register(scripts.CLAIM)
+        self._heartbeat = register(scripts.HEARTBEAT)
+        self._progress = register(scripts.PROGRESS)
+        self._finish = register(scripts.FINISH)
+        self._retry_later = register(scripts.RETRY_LATER)
+        self._release = register(scripts.RELEASE)
+        self._request_cancel = register(scripts.REQUEST_CANCEL)
+        self._recover_expired = register(scripts.RECOVER_EXPIRED)
+        self._purge_expired = register(scripts.PURGE_EXPIRED)
+        self._counts = register(scripts.COUNTS)
+        self._get = register(scripts.GET)
+        self._list_jobs = register(scripts.LIST_JOBS)
+
+    @classmethod
+    def from_url(cls, url: str, **settings: Any) -> RedisBackend:
+        """Create a backend for a ``redis://``, ``rediss://`` or ``unix://`` URL.
+
+        Uses the ``result_ttl`` and ``redis_prefix`` settings. Connection
+        options given in the URL's query (``socket_timeout=``,
+        ``health_check_interval=``, ...) override the defaults chosen here:
+        a 5 s connect timeout, a 10 s socket timeout, a health check of idle
+        connections every 30 s and one quick retry of a dropped connection.
+        """
+        client = redis.Redis.from_url(
+            url,
+            decode_responses=True,
+            socket_connect_timeout=5.0,
+            socket_timeout=10.0,
+            health_check_interval=30,
+            # One retry, and only when the connection failed: a timed-out
+            # script may have run, and must not run twice.
+            retry=Retry(
+                ExponentialBackoff(cap=0.2, base=0.05),
+                1,
+                supported_errors=(redis.exceptions.ConnectionError,),
+            ),
+        )
+        backend = cls(
+            client,
+            result_ttl=settings.get("result_ttl", 86400),
+            prefix=settings.get("redis_prefix", "jobrunner"),
+        )
+        backend._owns_client = True
+        backend._where = _safe_url(url)
+        return backend
+
+    def now(self) -> datetime:
+        """The Redis server's clock (``TIME``), as an aware UTC datetime."""
+        try:
+            seconds, micros = self.client.time()
+        except _UNAVAILABLE as error:
+            raise self._unavailable(error) from error
+        return _EPOCH + timedelta(seconds=int(seconds), microseconds=int(micros))
+
+    def enqueue(self, record: JobRecord) -> tuple[JobRecord, bool]:
+        """Store a pending job (see :meth:`Backend.enqueue`); one script with its checks."""
+        sort_key = _sort_key(record.created_at, record.id)
+        index = [sort_key, record.task]
+        if record.created_by is not None:
+            index.append(record.created_by)
+        # Fields left out read as their defaults (see _redis_scripts.render).
+        fields: list[str] = []
+        if record.attempts:
+            fields += ("att", str(record.attempts))
+        if record.recoveries:
+            fields += ("rec", str(record.recoveries))
+        if record.token is not None:
+            fields += ("tok", record.token)
+        if record.cancel_requested:
+            fields += ("cxl", "1")
+        for name, attribute in _TIME_FIELDS:
+            moment = getattr(record, attribute)
+            if moment is not None:
+                fields += (name, str(_micros(moment)))
+        for name, attribute in _JSON_FIELDS:
+            value = getattr(record, attribute)
+            if value is not None:
+                fields += (name, _dumps(value.value if isinstance(value, enum.Enum) else value))
+        keys = [
+            self._key("job", record.id),
+            self._key("queue", record.queue),
+            self._key("jobs"),
+            self._key("status", JobStatus.PENDING.value),
+            self._key("task", record.task),
+        ]
+        if record.created_by is not None:
+            keys.append(self._key("user", record.created_by))
+        reply = self._run(
+            self._enqueue,
+            keys,
+            record.id,
+            record.unique_key or "",
+            record.idempotency_key or "",
+            record.queue,
+            _micros(record.created_at),
+            "" if record.run_at is None else _micros(record.run_at),
+            sort_key,
+            _dumps(_doc(record)),
+            _dumps_index(index),
+            *fields,
+        )
+        answer = _text(reply[0])
+        if answer == "created":
+            stored = record.copy()
+            stored.status = JobStatus.PENDING
+            return stored, True
+        existing = _record(reply[1])
+        if answer == "conflict":
+            raise JobConflict(
+                f"The unique task '{record.task}' already has a job that is"
+                f" {existing.status.value}: '{existing.id}'. Wait for it to finish.",
+                existing,
+            )
+        # "duplicate": the idempotency key's job; "exists": this very job,
+        # stored by an earlier try whose answer was lost.
+        return existing, answer == "exists"
+
+    def claim(
+        self, queues: Sequence[str], *, lease: float, limit: int = 1, timeout: float = 0
+    ) -> list[Claim]:
+        """Take up to *limit* due jobs, oldest first across *queues*, in one script.
+
+        With a *timeout* and nothing due, it blocks in ``BLPOP`` on the
+        queues' wake-up lists (and a private one :meth:`interrupt` pushes
+        to), at most until the next scheduled job is due, then tries again.
+        """
+        if not queues or limit < 1:
+            return []
+        deadline = time.monotonic() + timeout
+        keys = [self._key("queue", queue) for queue in queues]
+        with self._lock:
+            interrupts = self._interrupts
+        wake_key: str | None = None
+        while True:
+            # Tokens are this stem and a counter: unguessable, and unique per claim.
+            reply = self._run(
+                self._claim, keys, round(lease * 1_000_000), limit, uuid.uuid4().hex, *queues
+            )
+            claims = [_claim(text) for text in reply[1:]]
+            remaining = deadline - time.monotonic()
+            if claims or remaining <= 0:
+                return claims
+            wait = min(remaining, self._max_block)
+            next_due = int(reply[0])
+            if next_due >= 0:  # a scheduled job: wake when it is due (and a hair later)
+                wait = min(wait, next_due / 1_000_000 + 0.002)
+            if wake_key is None:
+                wake_key = self._key("wake", uuid.uuid4().hex)
+            with self._lock:
+                if self._interrupts != interrupts:
+                    return []
+                self._waiting.add(wake_key)
+            try:
+                woken = self.client.blpop(
+                    [*(self._key("notify", queue) for queue in queues), wake_key],
+                    timeout=max(wait, 0.001),
+                )
+            except _UNAVAILABLE as error:
+                raise self._unavailable(error) from error
+            finally:
+                with self._lock:
+                    self._waiting.discard(wake_key)
+            with self._lock:
+                if self._interrupts != interrupts:
+                    return []
+            if woken is not None and _text(woken[0]) == wake_key:
+                return []
+
+    def heartbeat(self, job_id: str, token: str, *, lease: float) -> LeaseState:
+        """Renew a held job's lease on the Redis clock."""
+        reply = self._run(
+            self._heartbeat,
+            [self._key("job", job_id)],
+            job_id,
+            token,
+            round(lease * 1_000_000),
+        )
+        return _LEASE_STATES[_text(reply)]
+
+    def progress(self, job_id: str, token: str, progress: Progress, *, lease: float) -> LeaseState:
+        """Store progress of a held job, renew its lease and publish it."""
+        reply = self._run(
+            self._progress,
+            [self._key("job", job_id)],
+            job_id,
+            token,
+            round(lease * 1_000_000),
+            *_progress_args(progress),
+        )
+        return _LEASE_STATES[_text(reply)]
+
+    def finish(self, job_id: str, token: str, outcome: Outcome) -> bool:
+        """Write the final state of a held job; it expires after the result TTL."""
+        if not outcome.status.is_final:
+            raise ValueError(f"'finish' needs a final status, not '{outcome.status.value}'.")
+        reply = self._run(
+            self._finish,
+            [self._key("job", job_id)],
+            job_id,
+            token,
+            outcome.status.value,
+            *_outcome_args(outcome),
+        )
+        return bool(reply)
+
+    def retry_later(self, job_id: str, token: str, run_at: datetime, error: Outcome) -> bool:
+        """Put a held job back as pending until *run_at*, keeping its error."""
+        reply = self._run(
+            self._retry_later,
+            [self._key("job", job_id)],
+            job_id,
+            token,
+            _micros(run_at),
+            *_outcome_args(error),
+        )
+        return bool(reply)
+
+    def release(self, job_id: str, token: str) -> bool:
+        """Give a held job back to the queue at once, not counting the attempt."""
+        reply = self._run(self._release, [self._key("job", job_id)], job_id, token)
+        return bool(reply)
+
+    def request_cancel(self, job_id: str) -> JobRecord | None:
+        """Cancel a pending job, or ask a running one to stop."""
+        reply = self._run(self._request_cancel, [self._key("job", job_id)], job_id)
+        # Lua's false reads as None, or as False on a RESP3 connection to a newer Redis.
+        return _record(reply) if reply else None
+
+    def get(self, job_id: str) -> JobRecord | None:
+        """The job, or ``None`` if it is unknown or expired."""
+        reply = self._run(self._get, [self._key("job", job_id)])
+        return _record(reply) if reply else None
+
+    def list_jobs(
+        self,
+        *,
+        status: JobStatus | None = None,
+        task: str | None = None,
+        created_by: str | None = None,
+        limit: int = 50,
+        cursor: str | None = None,
+    ) -> tuple[list[JobRecord], str | None]:
+        """A newest-first page of jobs, walking the smallest index of the filters."""
+        if limit < 1:
+            raise InvalidArguments(f"'limit' must be at least 1, not {limit}.")
+        start = "+" if cursor is None else "(" + _sort_key(*decode_cursor(cursor))
+        keys = []
+        if created_by is not None:
+            keys.append(self._key("user", created_by))
+        if task is not None:
+            keys.append(self._key("task", task))
+        if status is not None:
+            keys.append(self._key("status", status.value))
+        if not keys:
+            keys.append(self._key("jobs"))
+        page: list[JobRecord] = []
+        while True:
+            reply = self._run(
+                self._list_jobs,
+                keys,
+                start,
+                limit - len(page),
+                "" if status is None else status.value,
+                _LIST_BUDGET,
+            )
+            page += [_record(text) for text in reply[2:]]
+            if int(reply[0]):
+                return page, encode_cursor(page[-1])
+            start = _text(reply[1])
+            if not start:
+                return page, None
+
+    def purge_expired(self) -> int:
+        """Drop the index entries of finished jobs past the result TTL; returns how many.
+
+        Redis deletes such jobs by itself; this also removes what points to them.
+        """
+        keys = [self._key("expires", status.value) for status in _FINAL]
+        purged = 0
+        while True:
+            count, full = self._run(self._purge_expired, keys, _BATCH)
+            purged += int(count)
+            if not int(full):
+                return purged
+
+    def recover_expired(self, *, max_recoveries: int) -> list[JobRecord]:
+        """Take back running jobs whose lease ran out (see :meth:`Backend.recover_expired`).
+
+        At most 500 jobs a call; the worker's next round takes the rest.
+        """
+        reply = self._run(self._recover_expired, [self._key("running")], max_recoveries, _BATCH)
+        return [_record(text) for text in reply]
+
+    def counts(self) -> dict[JobStatus, int]:
+        """How many live jobs are in each status; expired ones are not counted."""
+        keys = [
+            self._key("status", JobStatus.PENDING.value),
+            self._key("status", JobStatus.IN_PROGRESS.value),
+            *(self._key("expires", status.value) for status in _FINAL),
+        ]
+        reply = self._run(self._counts, keys)
+        order = (JobStatus.PENDING, JobStatus.IN_PROGRESS, *_FINAL)
+        return {status: int(count) for status, count in zip(order, reply, strict=True)}
+
+    def clear(self) -> None:
+        """Delete every key under the prefix (``SCAN`` and ``UNLINK`` in batches)."""
+        pattern = "".join("\\" + char if char in "*?[]\\" else char for char in self._p) + "*"
+        try:
+            batch: list[Any] = []
+            for key in self.client.scan_iter(match=pattern, count=1000):
+                batch.append(key)
+                if len(batch) >= 500:
+                    self.client.unlink(*batch)
+                    batch.clear()
+            if batch:
+                self.client.unlink(*batch)
+        except _UNAVAILABLE as error:
+            raise self._unavailable(error) from error
+
+    def wait_finished(self, job_id: str, timeout: float) -> JobRecord | None:
+        """Wait for the job to finish, woken by its events channel rather than polling."""
+        deadline = time.monotonic() + timeout
+        try:
+            # redis-py leaves 'pubsub' unannotated.
+            with self.client.pubsub(  # type: ignore[no-untyped-call]
+                ignore_subscribe_messages=True
+            ) as pubsub:
+                pubsub.subscribe(self._key("events", job_id))
+                # Read after subscribing, so a finish in between is not missed.
+                record = self.get(job_id)
+                while record is not None and not record.is_finished:
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0:
+                        return self.get(job_id)
+                    message = pubsub.get_message(timeout=min(remaining, self._max_block))
+                    if message is None or message["type"] != "message":
+                        record = self.get(job_id)  # also sees a job that expired meanwhile
+                    else:
+                        record = _record(message["data"])
+                return record
+        except _UNAVAILABLE as error:
+            raise self._unavailable(error) from error
+
+    def interrupt(self) -> None:
+        """Wake every :meth:`claim` of this instance blocked in ``BLPOP``.
+
+        Never raises: if Redis cannot be told, a blocked claim still ends
+        within a few seconds, its ``BLPOP`` being cut into short waits.
+        """
+        with self._lock:
+            self._interrupts += 1
+            waiting = list(self._waiting)
+        if not waiting:
+            return
+        try:
+            with self.client.pipeline(transaction=False) as pipe:
+                for key in waiting:
+                    pipe.lpush(key, "1")
+                    # Left behind if its claim returned meanwhile; this cleans it up.
+                    pipe.pexpire(key, _WAKE_TTL_MS)
+                pipe.execute()
+        except RedisError as error:
+            logger.warning("Could not wake the claims waiting on Redis: %s", error)
+
+    def close(self) -> None:
+        """Close the connection pool, if this backend created the client."""
+        if self._owns_client:
+            self.client.close()
+
+    # -- helpers -------------------------------------------------------------
+
+    def _key(self, *parts: str) -> str:
+        return self._p + ":".join(parts)
+
+    def _run(self, script: Script, keys: list[str], *args: str | int) -> Any:
+        try:
+            # Read on every call: an app (or a test) may change result_ttl later.
+            ttl_ms = max(round(self.result_ttl * 1000), 1)
+            return script(keys, (self._p, ttl_ms, *args))
+        except _UNAVAILABLE as error:
+            raise self._unavailable(error) from error
+        except ResponseError as error:
+            if str(error).startswith(("BUSY", "LOADING", "MASTERDOWN")):
+                raise self._unavailable(error) from error
+            raise
+
+    def _unavailable(self, error: Exception) -> BackendUnavailable:
+        return BackendUnavailable(
+            f"The Redis server at '{self._where}' cannot serve the job backend: {error}."
+            " Check that it is running and that 'JOBRUNNER_BACKEND' points to it."
+        )
+
+
+def _doc(record: JobRecord) -> dict[str, Any]:
+    """The fields of *record* that never change, as JSON-ready data."""
+    doc = {name: getattr(record, name) for name in _DOC_FIELDS}
+    for name, value in doc.items():
+        if isinstance(value, datetime):
+            doc[name] = value.isoformat()
+    return doc
+
+
+def _micros(moment: datetime) -> int:
+    """Microseconds since the epoch, exactly; a naive time is taken as UTC."""
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=timezone.utc)
+    return (moment - _EPOCH) // _MICROSECOND
+
+
+def _sort_key(created_at: datetime, job_id: str) -> str:
+    """The index member of a job: lexical order is ``(created_at, id)`` order."""
+    if created_at.tzinfo is None:
+        created_at = created_at.replace(tzinfo=timezone.utc)
+    return f"{(created_at - _YEAR_ONE) // _MICROSECOND:018d}:{job_id}"
+
+
+def _text(value: str | bytes) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def _record(text: str | bytes) -> JobRecord:
+    return JobRecord.from_dict(json.loads(text))
+
+
+def _claim(text: str | bytes) -> Claim:
+    record = _record(text)
+    assert record.token is not None
+    return Claim(record, record.token)
+
+
+def _json_or_empty(value: Any) -> str:
+    return "" if value is None else _dumps(value)
+
+
+def _progress_args(progress: Progress | None) -> list[str]:
+    if progress is None:
+        return ["", "", "", ""]
+    return [
+        _json_or_empty(progress.percentage),
+        _json_or_empty(progress.message),
+        _json_or_empty(progress.items_processed),
+        _json_or_empty(progress.total_items),
+    ]
+
+
+def _outcome_args(outcome: Outcome) -> list[str]:
+    return [
+        _json_or_empty(outcome.result),
+        _json_or_empty(outcome.error),
+        "" if outcome.error_type is None else _dumps(outcome.error_type.value),
+        _json_or_empty(outcome.error_details),
+        *_progress_args(outcome.progress),
+    ]
+
+
+def _describe(client: redis.Redis) -> str:
+    kwargs = client.connection_pool.connection_kwargs
+    if "path" in kwargs:
+        return f"unix://{kwargs['path']}"
+    host, port, db = kwargs.get("host", "localhost"), kwargs.get("port", 6379), kwargs.get("db", 0)
+    return f"redis://{host}:{port}/{db}"
+
+
+def _safe_url(url: str) -> str:
+    """*url* without its password, for messages."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.rsplit("@", 1)[1]
+    user = f"{parts.username}:***@" if parts.username else ":***@"
+    return urlunsplit(parts._replace(netloc=user + netloc))
