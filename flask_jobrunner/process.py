@@ -66,7 +66,12 @@ def _abort(signum: int) -> None:
 
 
 def run_worker(
-    app: Flask, *, threads: int, queues: Sequence[str] | None = None, burst: bool = False
+    app: Flask,
+    *,
+    threads: int,
+    queues: Sequence[str] | None = None,
+    burst: bool = False,
+    supervisor: int | None = None,
 ) -> int:
     """Run jobs of *app* in this process until stopped; returns the exit status.
 
@@ -74,42 +79,35 @@ def run_worker(
     :param threads: How many jobs run at once.
     :param queues: The queues to serve; by default those of every registered task.
     :param burst: Stop once no job runs and none is ready, instead of waiting for more.
+    :param supervisor: The pid of the process that forked this one; if it dies,
+        this one drains and exits rather than run on unsupervised.
     """
     state: AppState = app.extensions["jobrunner"]
     stop = _StopRequest(_abort)
     try:
-        return _run_until_stopped(app, state, stop, threads=threads, queues=queues, burst=burst)
+        worker = Worker(app, state, threads=threads, queues=queues)
+        worker.start()
+        logger.info(
+            "Worker %s (pid %d) runs %d threads on queues %s.",
+            worker.name,
+            os.getpid(),
+            threads,
+            ", ".join(queues or state.runner.queues),
+        )
+        while not stop.event.wait(0.1):
+            if burst and worker.wait_out_of_work(0):
+                logger.info("No more work: the burst is done.")
+                break
+            if supervisor is not None and os.getppid() != supervisor:
+                logger.warning("The supervisor %d is gone: draining.", supervisor)
+                break
+        finished = worker.stop(state.settings.shutdown_timeout)
+        logger.info(
+            "Worker %s stopped%s.", worker.name, "" if finished else ", giving back unfinished jobs"
+        )
+        return 0
     finally:
         stop.restore()
-
-
-def _run_until_stopped(
-    app: Flask,
-    state: AppState,
-    stop: _StopRequest,
-    *,
-    threads: int,
-    queues: Sequence[str] | None,
-    burst: bool,
-) -> int:
-    worker = Worker(app, state, threads=threads, queues=queues)
-    worker.start()
-    logger.info(
-        "Worker %s (pid %d) runs %d threads on queues %s.",
-        worker.name,
-        os.getpid(),
-        threads,
-        ", ".join(queues or state.runner.queues),
-    )
-    while not stop.event.wait(0.1):
-        if burst and worker.wait_out_of_work(0):
-            logger.info("No more work: the burst is done.")
-            break
-    finished = worker.stop(state.settings.shutdown_timeout)
-    logger.info(
-        "Worker %s stopped%s.", worker.name, "" if finished else ", giving back unfinished jobs"
-    )
-    return 0
 
 
 def supervise(
@@ -188,6 +186,6 @@ def _child_main(app: Flask, threads: int, queues: Sequence[str] | None, burst: b
     # A fresh start in the child: the parent's handlers forward to processes this one lacks.
     for signum in STOP_SIGNALS:
         signal.signal(signum, signal.SIG_DFL)
-    status = run_worker(app, threads=threads, queues=queues, burst=burst)
+    status = run_worker(app, threads=threads, queues=queues, burst=burst, supervisor=os.getppid())
     # multiprocessing turns a SystemExit into the exit status.
     raise SystemExit(status)

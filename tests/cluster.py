@@ -134,12 +134,20 @@ class Cluster:
             raise AssertionError(f"{process.pid} did not stop:\n{self.log(process)}") from None
 
     def close(self) -> None:
-        """Kill every process this cluster started that is still running."""
+        """End every process this cluster started that is still running.
+
+        SIGTERM first, so a supervisor ends the worker processes it forked.
+        """
         for process in self.processes:
             if process.poll() is None:
-                os.kill(process.pid, signal.SIGCONT)  # a stopped process cannot die of SIGTERM
+                os.kill(process.pid, signal.SIGCONT)  # a stopped process cannot act on SIGTERM
+                process.terminate()
+        for process in self.processes:
+            try:
+                process.wait(15)
+            except subprocess.TimeoutExpired:
                 process.kill()
-            process.wait(10)
+                process.wait(10)
 
     # -- jobs --------------------------------------------------------------
 

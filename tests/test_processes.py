@@ -208,3 +208,26 @@ def test_the_runner_is_told_the_memory_backend_is_not_shared(tmp_path: pathlib.P
         assert "needs a backend shared between processes" in cluster.log(process)
     finally:
         cluster.close()
+
+
+def test_worker_processes_drain_and_exit_when_their_supervisor_is_killed(
+    cluster: Cluster,
+) -> None:
+    supervisor = cluster.worker("--processes", "2", "--threads", "1", ready=2)
+    line = wait_for(
+        lambda: next(
+            (text for text in cluster.log(supervisor).splitlines() if "worker processes:" in text),
+            None,
+        ),
+        "the supervisor to name its processes",
+    )
+    children = [int(pid) for pid in line.rsplit(":", 1)[1].strip(" .").split(", ")]
+
+    os.kill(supervisor.pid, signal.SIGKILL)
+    supervisor.wait(10)
+
+    wait_for(
+        lambda: not any(os.path.exists(f"/proc/{pid}") for pid in children),
+        f"the orphaned worker processes {children} to exit",
+        timeout=20,
+    )
