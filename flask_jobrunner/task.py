@@ -238,7 +238,7 @@ def _result_adapter(func: Callable[..., t.Any]) -> pydantic.TypeAdapter[t.Any]:
 
 def _type_hints(task_name: str, func: Callable[..., t.Any]) -> dict[str, t.Any]:
     try:
-        return t.get_type_hints(func)
+        return t.get_type_hints(func, include_extras=True)
     except NameError as error:
         raise TypeError(
             f"The type hints of task '{task_name}' cannot be resolved: {error}."

@@ -6,7 +6,7 @@ import json
 import threading
 import uuid
 from datetime import date, datetime, timezone
-from typing import Any
+from typing import Annotated, Any
 
 import pydantic
 import pytest
@@ -461,3 +461,19 @@ def test_job_error_of_a_failed_job(app: Flask, jobs: JobRunner) -> None:
     assert job.status is JobStatus.FAILED
     assert job.error == "Internal error: 'holdings'"
     assert job.result is None
+
+
+@settings(run_workers=False)
+def test_annotated_constraints_in_the_signature_are_checked_on_submit(
+    app: Flask, jobs: JobRunner
+) -> None:
+    @jobs.task
+    def backfill(days: Annotated[int, pydantic.Field(ge=1, le=3650)]) -> int:
+        return days
+
+    with pytest.raises(InvalidArguments) as caught:
+        backfill.submit(days=0)
+
+    assert "days" in str(caught.value)
+    assert backfill.submit(days=30).record.kwargs == {"days": 30}
+    assert jobs.list().jobs[0].record.kwargs == {"days": 30}
