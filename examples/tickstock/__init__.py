@@ -1,69 +1,49 @@
-"""A first cut of TickStock's data-maintenance API, built on flask-jobrunner.
+"""TickStock's data-maintenance service, built on flask-jobrunner.
 
-It loads ETF holdings from an offline provider with simulated latency and
-reports progress per symbol. Run it with ``python -m examples.tickstock``.
+Background jobs keep a small market database up to date: ETF holdings,
+the stocks they hold, daily bars. Clients submit jobs over HTTP and poll
+them; operators can also run them from the terminal with a progress bar::
+
+    python -m examples.tickstock
+    flask --app examples.tickstock jobs submit load-etf-holdings --watch
+
+Settings come from the environment or ``examples/tickstock/.env`` (see
+:mod:`.config`). By default one SQLite file in the instance folder holds both
+the app's data and the jobs, and the jobs run in the web process.
 """
 
 from __future__ import annotations
 
-import os
-import time
+from collections.abc import Mapping
 from typing import Any
 
-from flask import Flask, Response, current_app, request
+from flask import Flask
 
-from flask_jobrunner import InvalidArguments, Job, JobRunner, current_job
-
-jobs = JobRunner()
-
-#: The offline provider's data: each ETF and the symbols it holds.
-HOLDINGS: dict[str, list[str]] = {
-    "SPY": ["AAPL", "MSFT", "NVDA", "AMZN", "META", "GOOGL", "BRK.B", "LLY", "AVGO", "JPM"],
-    "QQQ": ["AAPL", "MSFT", "NVDA", "AMZN", "META", "AVGO", "GOOGL", "COST", "TSLA", "NFLX"],
-    "DIA": ["UNH", "GS", "MSFT", "HD", "CAT", "AMGN", "V", "MCD", "CRM", "TRV"],
-}
+from .config import config_from_env, read_environment
+from .extensions import db, jobs
+from .routes import api
 
 
-@jobs.task(unique=True, http=True, retries=2, timeout=600)
-def load_etf_holdings(etfs: list[str] = ["SPY", "QQQ", "DIA"]) -> dict[str, Any]:  # noqa: B006
-    """Load the holdings of each ETF, reporting progress per symbol."""
-    unknown = [etf for etf in etfs if etf not in HOLDINGS]
-    if unknown:
-        raise ValueError(f"Unknown ETFs: {', '.join(unknown)}. Known: {', '.join(HOLDINGS)}.")
-    latency = current_app.config["TICKSTOCK_PROVIDER_LATENCY"]
-    symbols = [(etf, symbol) for etf in etfs for symbol in HOLDINGS[etf]]
-    loaded: dict[str, int] = {}
-    for done, (etf, _symbol) in enumerate(symbols, 1):
-        time.sleep(latency)
-        loaded[etf] = loaded.get(etf, 0) + 1
-        current_job.progress(
-            done=done, total=len(symbols), message=f"Processed {done} of {len(symbols)} symbols"
-        )
-    return {"etfs_processed": len(etfs), "holdings_loaded": loaded}
+def create_app(config: Mapping[str, Any] | None = None) -> Flask:
+    """Create the TickStock app.
 
-
-def create_app(config: dict[str, Any] | None = None) -> Flask:
-    """Create the TickStock data-maintenance app."""
+    :param config: Flask config that wins over the environment, as tests use it.
+    """
     app = Flask(__name__)
-    app.config.update(
-        TICKSTOCK_API_TOKEN=os.environ.get("TICKSTOCK_API_TOKEN"),
-        TICKSTOCK_PROVIDER_LATENCY=0.1,
-        JOBRUNNER_PROGRESS_INTERVAL=0.5,
-    )
-    app.config.update(config or {})
+    app.config.from_mapping(config_from_env(read_environment()))
+    app.config.from_mapping(config or {})
+    db.init_app(app)
+    # After db: the 'database' job store (JOBRUNNER_BACKEND 'sqlalchemy') is db's engine.
     jobs.init_app(app)
-
-    @jobs.authorize
-    def check_token(action: str, task_name: str | None, job: Job | None) -> bool:
-        token = current_app.config["TICKSTOCK_API_TOKEN"]
-        return token is None or request.headers.get("Authorization") == f"Bearer {token}"
-
-    @app.post("/api/data-maintenance/load-etf-holdings")
-    def submit_load_etf_holdings() -> Response:
-        # No body: the task's defaults. Errors of flask-jobrunner answer JSON with their code.
-        body = request.get_json() if request.content_length else {}
-        if not isinstance(body, dict):
-            raise InvalidArguments("The request body must be a JSON object of the job's arguments.")
-        return jobs.accepted(load_etf_holdings.submit(**body))
-
+    app.register_blueprint(api)
+    with app.app_context():
+        db.create_all()
+    if not app.config["TICKSTOCK_API_TOKEN"]:
+        app.logger.warning(
+            "TICKSTOCK_API_TOKEN is not set: the API is open to every client, as suits a"
+            " demo on 127.0.0.1. Set it before the app is reachable from elsewhere."
+        )
     return app
+
+
+__all__ = ["create_app", "db", "jobs"]
