@@ -77,6 +77,15 @@ class AppState:
             self.worker, self._worker_pid = worker, os.getpid()
             worker.start()
 
+    def adopt_worker(self, worker: Worker) -> None:
+        """Make *worker*, started by ``flask jobs worker``, this process's worker.
+
+        A job it runs that submits another then finds a worker running and
+        starts no second pool.
+        """
+        with self._lock:
+            self.worker, self._worker_pid = worker, os.getpid()
+
     def shutdown(self, timeout: float | None = None) -> bool:
         """Stop the worker, draining running jobs for up to *timeout* seconds.
 
@@ -188,6 +197,9 @@ class JobRunner:
         if JobRunnerError not in app.error_handler_spec[None][None]:
             app.register_error_handler(JobRunnerError, error_response)
         if settings.run_workers and not settings.eager:
+            # Now, in the main thread: the pool starts later in a request thread,
+            # which may not set signal handlers, and SIGTERM must still drain it.
+            _stop_on_sigterm()
             app.before_request(lambda: state.ensure_worker(app))
         app.cli.add_command(jobs_cli)
 

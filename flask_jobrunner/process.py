@@ -65,6 +65,10 @@ def _abort(signum: int) -> None:
     os._exit(EXIT_ABORTED)
 
 
+def _keep_draining(signum: int) -> None:
+    logger.info("Got %s again: still draining.", _name(signum))
+
+
 def run_worker(
     app: Flask,
     *,
@@ -83,9 +87,13 @@ def run_worker(
         this one drains and exits rather than run on unsupervised.
     """
     state: AppState = app.extensions["jobrunner"]
-    stop = _StopRequest(_abort)
+    # Under a supervisor, a signal to the whole process group (Ctrl-C) reaches
+    # this process as well as the supervisor's own SIGTERM: only the
+    # supervisor decides to stop at once.
+    stop = _StopRequest(_abort if supervisor is None else _keep_draining)
     try:
         worker = Worker(app, state, threads=threads, queues=queues)
+        state.adopt_worker(worker)
         worker.start()
         logger.info(
             "Worker %s (pid %d) runs %d threads on queues %s.",
@@ -101,7 +109,7 @@ def run_worker(
             if supervisor is not None and os.getppid() != supervisor:
                 logger.warning("The supervisor %d is gone: draining.", supervisor)
                 break
-        finished = worker.stop(state.settings.shutdown_timeout)
+        finished = state.shutdown()
         logger.info(
             "Worker %s stopped%s.", worker.name, "" if finished else ", giving back unfinished jobs"
         )
@@ -125,7 +133,7 @@ def supervise(
     on to every process; the status is 0 when all of them drained cleanly.
     """
     supervisor = _Supervisor(app, threads=threads, queues=queues, burst=burst)
-    stop = _StopRequest(supervisor.forward)
+    stop = _StopRequest(supervisor.abort)
     try:
         return supervisor.run(processes, stop.event)
     finally:
@@ -153,6 +161,10 @@ class _Supervisor:
         for child in list(self.children.values()):
             if child.pid is not None and child.exitcode is None:
                 os.kill(child.pid, signum)
+
+    def abort(self, signum: int) -> None:
+        logger.warning("Got %s again: killing the worker processes.", _name(signum))
+        self.forward(signal.SIGKILL)
 
     def run(self, processes: int, stopping: threading.Event) -> int:
         for slot in range(processes):

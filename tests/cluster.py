@@ -77,8 +77,14 @@ class Cluster:
             env[f"FLASK_JOBRUNNER_{key.upper()}"] = text
         return env
 
-    def spawn(self, *arguments: str, **settings: Any) -> subprocess.Popen[bytes]:
-        """Start ``flask --app process_app:create_app ARGUMENTS``; its output goes to a log."""
+    def spawn(
+        self, *arguments: str, own_group: bool = False, **settings: Any
+    ) -> subprocess.Popen[bytes]:
+        """Start ``flask --app process_app:create_app ARGUMENTS``; its output goes to a log.
+
+        With *own_group*, the process leads a process group of its own, as a
+        command started from a terminal does.
+        """
         log = self.directory / f"process-{len(self.processes)}.log"
         command = [sys.executable, "-m", "flask", "--app", "process_app:create_app", *arguments]
         with open(log, "wb") as output:
@@ -88,14 +94,17 @@ class Cluster:
                 stdout=output,
                 stderr=subprocess.STDOUT,
                 cwd=self.directory,
+                process_group=0 if own_group else None,
             )
         self.processes.append(process)
         self._logs[process.pid] = log
         return process
 
-    def worker(self, *arguments: str, ready: int = 1, **settings: Any) -> subprocess.Popen[bytes]:
+    def worker(
+        self, *arguments: str, ready: int = 1, own_group: bool = False, **settings: Any
+    ) -> subprocess.Popen[bytes]:
         """Start ``flask jobs worker ARGUMENTS`` and wait until *ready* worker processes run."""
-        process = self.spawn("jobs", "worker", *arguments, **settings)
+        process = self.spawn("jobs", "worker", *arguments, own_group=own_group, **settings)
         wait_for(
             lambda: self.log(process).count("threads on queues") >= ready or process.poll(),
             f"worker {process.pid} to start",
@@ -104,7 +113,10 @@ class Cluster:
         return process
 
     def web(self, **settings: Any) -> str:
-        """Start ``flask run`` on a free port; returns its base URL once it answers."""
+        """Start ``flask run`` on a free port; returns its base URL once it answers.
+
+        The process is the last one in :attr:`processes`.
+        """
         port = free_port()
         process = self.spawn("run", "--port", str(port), "--no-reload", **settings)
         base = f"http://127.0.0.1:{port}"

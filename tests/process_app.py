@@ -10,6 +10,7 @@ so a test can count runs across processes: appends of one short line with
 from __future__ import annotations
 
 import os
+import threading
 import time
 
 from flask import Flask
@@ -44,6 +45,14 @@ def sleep_for(seconds: float) -> int:
     time.sleep(seconds)
     _note("end")
     return os.getpid()
+
+
+@jobs.task
+def submit_follow_up() -> list[str]:
+    """Submit a ``record_run`` job; return the worker pools running in this process."""
+    record_run.submit(0)
+    names = (thread.name for thread in threading.enumerate())
+    return sorted({name.rsplit("-", 1)[0] for name in names if name.startswith("jobrunner-")})
 
 
 def create_app() -> Flask:

@@ -171,6 +171,46 @@ def test_a_second_sigterm_exits_at_once_and_the_lease_brings_the_job_back(
     assert job.record.recoveries == 1
 
 
+def test_ctrl_c_to_a_supervisor_s_process_group_drains_every_process(cluster: Cluster) -> None:
+    supervisor = cluster.worker("--processes", "2", "--threads", "1", ready=2, own_group=True)
+    running = submit_all(cluster.app(), 2, seconds=1.0)
+    wait_for(lambda: len([run for run in cluster.runs() if run[0] == "start"]) == 2, "two starts")
+
+    os.killpg(supervisor.pid, signal.SIGINT)  # what Ctrl-C in a terminal does
+
+    assert supervisor.wait(30) == 0, cluster.log(supervisor)
+    assert statuses(running) == {JobStatus.COMPLETED: 2}
+
+
+def test_a_web_process_drains_its_jobs_on_sigterm(cluster: Cluster) -> None:
+    base = cluster.web(api_open=True)
+    web = cluster.processes[-1]
+    status, _, body = request("POST", f"{base}/api/jobs/sleep-for", {"seconds": 1.0})
+    assert status == 202, body
+    wait_for(lambda: cluster.started_by(web.pid), "the web process to start the job")
+
+    assert cluster.stop(web) == 0, cluster.log(web)
+
+    app = cluster.app()
+    with app.app_context():
+        job = process_app.jobs.get(body["job_id"])
+    assert job is not None
+    assert job.status is JobStatus.COMPLETED
+    assert job.result == web.pid
+
+
+def test_a_job_submitting_another_in_a_worker_process_starts_no_second_pool(
+    cluster: Cluster,
+) -> None:
+    worker = cluster.worker("--threads", "1")
+    with cluster.app().app_context():
+        job = process_app.submit_follow_up.submit()
+
+    pools = job.wait(timeout=30).result
+    assert len(pools) == 1, pools
+    assert cluster.stop(worker) == 0
+
+
 def test_a_job_submitted_through_one_web_process_is_polled_through_another(
     cluster: Cluster,
 ) -> None:
