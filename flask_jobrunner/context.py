@@ -96,6 +96,7 @@ class JobContext:
         :param total: Items to process in all.
         :raises JobCancelled: if a cancel was requested.
         :raises JobTimeout: if the job ran past its timeout.
+        :raises JobInterrupted: if the job was given back or taken over.
         """
         if percentage is None and done is not None and total:
             percentage = done * 100 / total
@@ -119,7 +120,8 @@ class JobContext:
 
         :raises JobCancelled: if a cancel was requested.
         :raises JobTimeout: if the job ran past its timeout.
-        :raises JobInterrupted: if another worker took the job over.
+        :raises JobInterrupted: if the job was given back at shutdown or another
+            worker took it over.
         """
         if self.timed_out:
             raise JobTimeout(f"Job '{self.id}' ran past its timeout of {self.timeout:g} seconds.")

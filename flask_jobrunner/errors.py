@@ -42,10 +42,10 @@ class JobNotFound(JobRunnerError):
 
 
 class JobConflict(JobRunnerError):
-    """Raised when a ``unique`` task already has a pending or running job.
+    """Raised when a ``unique`` task already has an unfinished job, or a finished job is cancelled.
 
     :param message: What went wrong.
-    :param existing: The record of the job that is already pending or running.
+    :param existing: The job in the way: the unfinished one, or the finished one.
     """
 
     def __init__(self, message: str, existing: JobRecord) -> None:

@@ -116,7 +116,7 @@ class Job:
         return self
 
     def to_dict(self, polling_url: str | None = None) -> dict[str, Any]:
-        """The status document of DESIGN §2: the fields that apply to the job now.
+        """The status document, as ``GET /api/jobs/<id>`` answers it: the fields that apply now.
 
         :param polling_url: Where clients read the job; added when given.
         """
