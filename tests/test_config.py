@@ -31,6 +31,9 @@ DESIGN_DEFAULTS: dict[str, Any] = {
     "JOBRUNNER_API_OPEN": False,
     "JOBRUNNER_EAGER": False,
     "JOBRUNNER_DASHBOARD": False,
+    # Added by the durable-backends issue, beside DESIGN §6's list.
+    "JOBRUNNER_REDIS_PREFIX": "jobrunner",
+    "JOBRUNNER_CREATE_TABLES": True,
 }
 
 MakeApp = Callable[..., Flask]

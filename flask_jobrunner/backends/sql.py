@@ -1,0 +1,729 @@
+"""The SQL backend: jobs in the tables of SQLite, PostgreSQL or MySQL/MariaDB.
+
+Every operation is one transaction, and every write on behalf of a worker
+one ``UPDATE`` that checks the job's id, token and status. A claim takes
+several jobs in one round trip and never hands a job to two claimers:
+``FOR UPDATE SKIP LOCKED`` on PostgreSQL and MySQL/MariaDB, an immediate
+transaction on SQLite. Leases are measured on the database's clock. A
+waiting claim is woken by ``LISTEN``/``NOTIFY`` on PostgreSQL (with psycopg)
+and polls elsewhere.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import os
+import threading
+import time
+import uuid
+import weakref
+from collections.abc import Callable, Iterator, Sequence
+from datetime import datetime, timedelta
+from typing import Any, TypeVar
+
+import sqlalchemy as sa
+
+from ..errors import (
+    BackendUnavailable,
+    ConfigurationError,
+    InvalidArguments,
+    JobConflict,
+    JobRunnerError,
+)
+from ..record import Claim, JobRecord, JobStatus, LeaseState, Outcome, Progress
+from . import sql_dialects as dialects
+from . import sql_listener
+from . import sql_schema as schema
+from .base import Backend, decode_cursor, encode_cursor
+from .sql_schema import job_progress, jobs, metadata, to_record, to_row
+
+T = TypeVar("T")
+
+#: The first and the longest pause between two polls of a waiting claim.
+POLL_MIN, POLL_MAX = 0.005, 0.1
+#: How often a transaction the database broke off to end a deadlock is tried.
+DEADLOCK_ATTEMPTS = 3
+
+# Backends to reset in a forked child; weak, so a backend can still go away.
+_instances: weakref.WeakSet[SQLBackend] = weakref.WeakSet()
+
+
+class SQLBackend(Backend):
+    """Keeps jobs in the ``jobs`` and ``job_progress`` tables of a database.
+
+    Create it with a URL through :meth:`from_url` (as ``JOBRUNNER_BACKEND``
+    does), or from an :class:`~sqlalchemy.engine.Engine` of the app's. Tables
+    are created on first use unless *create_tables* is false; then run
+    ``flask jobs init-db`` (or :meth:`setup`) once.
+
+    :param engine: The engine to use. An app's engine keeps its own settings.
+    :param result_ttl: Seconds a finished job is kept.
+    :param create_tables: Whether the first use creates missing tables.
+    :param owns_engine: Whether :meth:`close` disposes of *engine*.
+    """
+
+    is_shared = True
+
+    def __init__(
+        self,
+        engine: sa.Engine,
+        *,
+        result_ttl: float = 86400,
+        create_tables: bool = True,
+        owns_engine: bool = False,
+    ) -> None:
+        super().__init__(result_ttl=result_ttl)
+        #: The engine the backend's transactions run on.
+        self.engine = dialects.prepare_engine(engine)
+        self.create_tables = create_tables
+        self._owns_engine = owns_engine
+        dialect = self.engine.dialect
+        self._is_sqlite = dialect.name == "sqlite"
+        self._is_postgres = dialect.name == "postgresql"
+        self._returning = dialect.update_returning
+        self._clock = dialects.clock_factory(dialect)
+        self._where = self.engine.url.render_as_string(hide_password=True)
+        #: Whether a waiting claim is woken by ``NOTIFY``: PostgreSQL with psycopg.
+        self.blocking = self._is_postgres and dialect.driver == "psycopg"
+        self._listener = (
+            sql_listener.Listener(sql_listener.connector(self.engine), self._signal)
+            if self.blocking
+            else None
+        )
+        self._is_set_up = False
+        self._reset_locks()
+        _instances.add(self)
+        self._closed = threading.Event()
+        if owns_engine:
+            sa.event.listen(self.engine, "checkin", _closing_when(self._closed))
+            # A backend dropped without close() still closes its connections.
+            weakref.finalize(self, self.engine.dispose)
+
+    def _reset_locks(self) -> None:
+        self._setup_lock = threading.Lock()
+        # SQLite takes one writer at a time anyway; threads queue here, not in its busy loop.
+        self._write_lock = threading.Lock() if self._is_sqlite else None
+        self._wake = threading.Condition()
+        self._signals = 0
+        self._interrupts = 0
+
+    @classmethod
+    def from_url(cls, url: str, **settings: Any) -> SQLBackend:
+        """Create a backend for a SQLAlchemy database URL, or ``"sqlalchemy"``.
+
+        ``postgresql://`` uses psycopg and ``mysql://`` or ``mariadb://``
+        PyMySQL. ``"sqlalchemy"`` uses the engine of the Flask-SQLAlchemy
+        extension of ``settings["app"]``. Takes ``result_ttl``,
+        ``create_tables`` and ``max_workers`` (to size the pool) from *settings*.
+
+        :raises ConfigurationError: if the URL is not usable.
+        """
+        options = {
+            "result_ttl": settings.get("result_ttl", 86400),
+            "create_tables": settings.get("create_tables", True),
+        }
+        if url in ("sqlalchemy", "sqlalchemy://"):
+            return cls(dialects.app_engine(settings.get("app")), **options)
+        pool_size = max(10, int(settings.get("max_workers", 0)) + 4)
+        try:
+            engine = dialects.create_engine(url, pool_size=pool_size)
+        except (sa.exc.ArgumentError, sa.exc.NoSuchModuleError, ImportError) as error:
+            raise ConfigurationError(
+                f"JOBRUNNER_BACKEND {url!r} is not a usable database URL: {error}"
+            ) from error
+        return cls(engine, owns_engine=True, **options)
+
+    def setup(self) -> None:
+        """Create the tables and indexes that are missing; safe to call again.
+
+        SQLite databases are also switched to WAL mode, so reads never wait for writes.
+        """
+        with self._setup_lock, self._translated_errors():
+            if self._is_sqlite:
+                dialects.enable_wal(self.engine)
+            try:
+                metadata.create_all(self.engine, checkfirst=True)
+            except sa.exc.DBAPIError:
+                # Another process may have created a table between check and create.
+                metadata.create_all(self.engine, checkfirst=True)
+            self._is_set_up = True
+
+    def now(self) -> datetime:
+        """The database server's clock (for SQLite, this machine's)."""
+        clock = self._clock()
+        if isinstance(clock, dialects.FixedClock):
+            return clock.value
+        with self._translated_errors():
+            moment: datetime = self._transaction(
+                lambda connection: connection.execute(sa.select(clock.now)).scalar_one(),
+                write=False,
+            )
+        return moment
+
+    # -- enqueue and claim ---------------------------------------------------
+
+    def enqueue(self, record: JobRecord) -> tuple[JobRecord, bool]:
+        """Store a pending job (see :meth:`Backend.enqueue`).
+
+        The insert is tried first; only when a unique index refuses it is
+        the job holding the key looked up.
+        """
+        stored = record.copy()
+        stored.status = JobStatus.PENDING
+        for _ in range(3):
+            try:
+                self._run(functools.partial(self._insert, record=stored), write=True)
+            except sa.exc.IntegrityError:
+                found = self._run(functools.partial(self._key_holder, record=stored), write=True)
+                if found is not None:
+                    return found.copy(), False
+                continue  # the holder finished or expired meanwhile
+            self._signal_locally()
+            return stored.copy(), True
+        raise BackendUnavailable(
+            f"The job '{stored.id}' could not be stored: its keys kept changing hands. Try again."
+        )
+
+    def claim(
+        self, queues: Sequence[str], *, lease: float, limit: int = 1, timeout: float = 0
+    ) -> list[Claim]:
+        """Take up to *limit* due jobs in one round trip, waiting up to *timeout* for one."""
+        if not queues or limit < 1:
+            return []
+        take = functools.partial(self._take, queues=list(queues), lease=lease, limit=limit)
+        if timeout <= 0:
+            return self._run(functools.partial(take, look_ahead=False), write=True)[0]
+        deadline = time.monotonic() + timeout
+        with self._wake:
+            interrupts = self._interrupts
+        listener = self._listener
+        if listener is not None:
+            listener.enter(min(timeout, dialects.CONNECT_TIMEOUT))
+        try:
+            poll, look_ahead, due_by = POLL_MIN, True, None
+            while True:
+                with self._wake:
+                    signals = self._signals
+                    if self._interrupts != interrupts:
+                        return []
+                claims, due_in = self._run(
+                    functools.partial(take, look_ahead=look_ahead), write=True
+                )
+                now = time.monotonic()
+                if claims or now >= deadline:
+                    return claims
+                if look_ahead:
+                    due_by = None if due_in is None else now + due_in
+                pause = deadline - now
+                if due_by is not None:
+                    pause = min(pause, max(due_by - now, POLL_MIN))
+                if listener is None or not listener.is_listening:
+                    pause = min(pause, poll)
+                woken = self._wait_for_news(signals, interrupts, pause)
+                if woken:
+                    poll, look_ahead = POLL_MIN, True
+                else:
+                    poll = min(poll * 2, POLL_MAX)
+                    look_ahead = due_by is not None and time.monotonic() >= due_by
+        finally:
+            if listener is not None:
+                listener.leave()
+
+    def _insert(self, connection: sa.Connection, *, record: JobRecord) -> None:
+        clock = self._clock()
+        row = to_row(record)
+        created = sa.literal(record.created_at, jobs.c.created_at.type)
+        row["due_at"] = (
+            record.run_at if record.run_at is not None else schema.no_later(created, clock)
+        )
+        row["active_unique_key"] = record.unique_key
+        self._execute_notifying(connection, sa.insert(jobs).values(row))
+
+    def _key_holder(self, connection: sa.Connection, *, record: JobRecord) -> JobRecord | None:
+        # The job holding a key of *record*, or None when the insert may be tried again.
+        clock = self._clock()
+        holds = [jobs.c.id == record.id]
+        if record.idempotency_key is not None:
+            holds.append(jobs.c.idempotency_key == record.idempotency_key)
+        if record.unique_key is not None:
+            holds.append(jobs.c.active_unique_key == record.unique_key)
+        query = sa.select(jobs, clock.now.label("jobrunner_now")).where(sa.or_(*holds))
+        rows = connection.execute(query).all()
+        for row in rows:
+            holder = to_record(row)
+            if record.idempotency_key is None or holder.idempotency_key != record.idempotency_key:
+                continue
+            expiry = row.jobrunner_now - timedelta(seconds=self.result_ttl)
+            if holder.finished_at is None or holder.finished_at > expiry:
+                return holder
+            self._delete(connection, jobs.c.id == holder.id)  # expired: its key is free
+            return None
+        for row in rows:
+            if row.active_unique_key is not None and row.active_unique_key == record.unique_key:
+                holder = to_record(row)
+                raise JobConflict(
+                    f"The unique task '{record.task}' already has a job that is"
+                    f" {holder.status.value}: '{holder.id}'. Wait for it to finish.",
+                    holder,
+                )
+        if any(row.id == record.id for row in rows):
+            raise JobRunnerError(f"A job with the id '{record.id}' is already stored.")
+        return None
+
+    def _take(
+        self,
+        connection: sa.Connection,
+        *,
+        queues: list[str],
+        lease: float,
+        limit: int,
+        look_ahead: bool,
+    ) -> tuple[list[Claim], float | None]:
+        # Claims, and (if asked for, when there were none) the seconds until
+        # the next pending job of these queues is due.
+        clock = self._clock()
+        prefix = uuid.uuid4().hex  # each token is prefix + job id: new and unique per claim
+        if self._returning:
+            records = self._take_returning(connection, clock, queues, prefix, lease, limit)
+        else:
+            records = self._take_selected(connection, clock, queues, prefix, lease, limit)
+        claims = [Claim(record, record.token or "") for record in records]
+        if claims or not look_ahead:
+            return claims, None
+        due, now = connection.execute(
+            sa.select(sa.func.min(jobs.c.due_at), clock.now).where(
+                jobs.c.status == schema.PENDING, jobs.c.queue.in_(queues)
+            )
+        ).one()
+        return [], None if due is None else max((due - now).total_seconds(), 0.0)
+
+    def _take_returning(
+        self,
+        connection: sa.Connection,
+        clock: dialects.Clock,
+        queues: list[str],
+        prefix: str,
+        lease: float,
+        limit: int,
+    ) -> list[JobRecord]:
+        # One statement: UPDATE ... WHERE id IN (SELECT ... SKIP LOCKED) RETURNING.
+        ready = jobs.alias("ready")
+        pick = (
+            sa.select(ready.c.id)
+            .where(_is_due(ready, queues, clock))
+            .order_by(ready.c.due_at, ready.c.id)
+            .limit(limit)
+        )
+        if not self._is_sqlite:  # SQLite's immediate transaction already excludes other claims
+            pick = pick.with_for_update(skip_locked=True)
+        update = (
+            sa.update(jobs)
+            .where(jobs.c.id.in_(pick))
+            .values(schema.claimed(clock, prefix, lease))
+            .returning(*jobs.c)
+        )
+        rows = sorted(connection.execute(update).all(), key=lambda row: (row.due_at, row.id))
+        return [to_record(row) for row in rows]
+
+    def _take_selected(
+        self,
+        connection: sa.Connection,
+        clock: dialects.Clock,
+        queues: list[str],
+        prefix: str,
+        lease: float,
+        limit: int,
+    ) -> list[JobRecord]:
+        # MariaDB has neither UPDATE ... RETURNING nor LIMIT in an IN subquery:
+        # lock the rows, then update them with the database time read alongside.
+        query = (
+            sa.select(jobs, clock.now.label("jobrunner_now"))
+            .where(_is_due(jobs, queues, clock))
+            .order_by(jobs.c.due_at, jobs.c.id)
+            .limit(limit)
+            .with_for_update(skip_locked=True)
+        )
+        rows = connection.execute(query).all()
+        if not rows:
+            return []
+        now: datetime = rows[0].jobrunner_now
+        values = schema.claimed(dialects.FixedClock(now), prefix, lease)
+        connection.execute(
+            sa.update(jobs).where(jobs.c.id.in_([row.id for row in rows])).values(values)
+        )
+        records = [to_record(row) for row in rows]
+        for record in records:
+            record.status = JobStatus.IN_PROGRESS
+            record.token = prefix + record.id
+            record.attempts += 1
+            record.cancel_requested = False
+            record.updated_at = now
+            record.started_at = record.started_at or now
+            record.lease_expires_at = now + timedelta(seconds=lease)
+        return records
+
+    def _wait_for_news(self, signals: int, interrupts: int, timeout: float) -> bool:
+        # Whether something happened (work may have arrived, or an interrupt).
+        with self._wake:
+            return self._wake.wait_for(
+                lambda: self._signals != signals or self._interrupts != interrupts, timeout
+            )
+
+    # -- writes of the job's holder -----------------------------------------
+
+    def heartbeat(self, job_id: str, token: str, *, lease: float) -> LeaseState:
+        """Renew a held job's lease, in one ``UPDATE`` checked by token."""
+        return self._run(
+            lambda connection: self._renew(
+                connection, job_id, token, {"lease_expires_at": self._clock().after(lease)}
+            ),
+            write=True,
+        )
+
+    def progress(self, job_id: str, token: str, progress: Progress, *, lease: float) -> LeaseState:
+        """Store progress of a held job, renew its lease and log it in ``job_progress``."""
+
+        def write(connection: sa.Connection) -> LeaseState:
+            clock = self._clock()
+            values: dict[str, Any] = schema.progress_values(progress)
+            values.update(updated_at=clock.now, lease_expires_at=clock.after(lease))
+            state = self._renew(connection, job_id, token, values)
+            if state is not LeaseState.LOST:
+                connection.execute(schema.log_progress(job_id))
+            return state
+
+        return self._run(write, write=True)
+
+    def finish(self, job_id: str, token: str, outcome: Outcome) -> bool:
+        """Write the final state of a held job and free its unique key."""
+
+        def write(connection: sa.Connection) -> bool:
+            clock = self._clock()
+            values = schema.outcome_values(outcome)
+            values.update(
+                status=outcome.status.value,
+                token=None,
+                lease_expires_at=None,
+                finished_at=clock.now,
+                updated_at=clock.now,
+                active_unique_key=None,
+            )
+            done = connection.execute(
+                sa.update(jobs).where(schema.held(job_id, token)).values(values)
+            ).rowcount
+            if done and outcome.progress is not None:
+                connection.execute(schema.log_progress(job_id))
+            return bool(done)
+
+        return self._run(write, write=True)
+
+    def retry_later(self, job_id: str, token: str, run_at: datetime, error: Outcome) -> bool:
+        """Put a held job back as pending until *run_at*, keeping the attempt's error."""
+
+        def write(connection: sa.Connection) -> bool:
+            values = schema.outcome_values(error)
+            values.update(schema.given_back(self._clock()), run_at=run_at, due_at=run_at)
+            update = sa.update(jobs).where(schema.held(job_id, token)).values(values)
+            return self._execute_notifying(connection, update)
+
+        return self._given_back_by(write)
+
+    def release(self, job_id: str, token: str) -> bool:
+        """Give a held job back at once, in its old place, not counting the attempt."""
+
+        def write(connection: sa.Connection) -> bool:
+            clock = self._clock()
+            values = schema.given_back(clock)
+            values.update(
+                attempts=sa.case((jobs.c.attempts > 0, jobs.c.attempts - 1), else_=0),
+                run_at=None,
+                due_at=schema.no_later(jobs.c.created_at, clock),
+            )
+            update = sa.update(jobs).where(schema.held(job_id, token)).values(values)
+            return self._execute_notifying(connection, update)
+
+        return self._given_back_by(write)
+
+    def _given_back_by(self, write: Callable[[sa.Connection], bool]) -> bool:
+        done = self._run(write, write=True)
+        if done:
+            self._signal_locally()
+        return done
+
+    def _renew(
+        self, connection: sa.Connection, job_id: str, token: str, values: dict[str, Any]
+    ) -> LeaseState:
+        held = schema.held(job_id, token)
+        if self._returning:
+            update = sa.update(jobs).where(held).values(values)
+            row = connection.execute(update.returning(jobs.c.cancel_requested)).first()
+            if row is None:
+                return LeaseState.LOST
+            return LeaseState.CANCEL_REQUESTED if row[0] else LeaseState.HELD
+        # Without RETURNING: the usual case (no cancel requested) still takes one statement.
+        update = sa.update(jobs).where(held, sa.not_(jobs.c.cancel_requested)).values(values)
+        if connection.execute(update).rowcount:
+            return LeaseState.HELD
+        if connection.execute(sa.update(jobs).where(held).values(values)).rowcount:
+            return LeaseState.CANCEL_REQUESTED
+        return LeaseState.LOST
+
+    # -- everyone else ------------------------------------------------------
+
+    def request_cancel(self, job_id: str) -> JobRecord | None:
+        """Cancel a pending job, or ask a running one to stop."""
+
+        def write(connection: sa.Connection) -> JobRecord | None:
+            clock = self._clock()
+            pending = (
+                sa.update(jobs)
+                .where(jobs.c.id == job_id, jobs.c.status == schema.PENDING)
+                .values(
+                    status=schema.CANCELLED,
+                    finished_at=clock.now,
+                    updated_at=clock.now,
+                    token=None,
+                    lease_expires_at=None,
+                    active_unique_key=None,
+                )
+            )
+            running = (
+                sa.update(jobs)
+                .where(jobs.c.id == job_id, jobs.c.status == schema.IN_PROGRESS)
+                .values(cancel_requested=True, updated_at=clock.now)
+            )
+            for update in (pending, running):
+                if self._returning:
+                    row = connection.execute(update.returning(*jobs.c)).first()
+                    if row is not None:
+                        return to_record(row)
+                elif connection.execute(update).rowcount:
+                    break
+            return self._select_one(connection, job_id)
+
+        return self._run(write, write=True)
+
+    def get(self, job_id: str) -> JobRecord | None:
+        """The stored job, or ``None``."""
+        return self._run(lambda connection: self._select_one(connection, job_id), write=False)
+
+    def list_jobs(
+        self,
+        *,
+        status: JobStatus | None = None,
+        task: str | None = None,
+        created_by: str | None = None,
+        limit: int = 50,
+        cursor: str | None = None,
+    ) -> tuple[list[JobRecord], str | None]:
+        """A newest-first page of jobs, by ``(created_at, id)``."""
+        if limit < 1:
+            raise InvalidArguments(f"'limit' must be at least 1, not {limit}.")
+        query = sa.select(jobs)
+        if status is not None:
+            query = query.where(jobs.c.status == JobStatus(status).value)
+        if task is not None:
+            query = query.where(jobs.c.task == task)
+        if created_by is not None:
+            query = query.where(jobs.c.created_by == created_by)
+        if cursor:
+            created_at, job_id = decode_cursor(cursor)
+            query = query.where(
+                sa.or_(
+                    jobs.c.created_at < created_at,
+                    sa.and_(jobs.c.created_at == created_at, jobs.c.id < job_id),
+                )
+            )
+        query = query.order_by(jobs.c.created_at.desc(), jobs.c.id.desc()).limit(limit + 1)
+        rows = self._run(lambda connection: connection.execute(query).all(), write=False)
+        page = [to_record(row) for row in rows[:limit]]
+        return page, encode_cursor(page[-1]) if len(rows) > limit else None
+
+    def purge_expired(self) -> int:
+        """Delete finished jobs past the result TTL, with their progress log."""
+
+        def purge(connection: sa.Connection) -> int:
+            cutoff = self._clock().after(-self.result_ttl)
+            return self._delete(connection, jobs.c.finished_at <= cutoff)
+
+        return self._run(purge, write=True)
+
+    def recover_expired(self, *, max_recoveries: int) -> list[JobRecord]:
+        """Take back running jobs whose lease ended on the database's clock."""
+
+        def recover(connection: sa.Connection) -> list[JobRecord]:
+            clock = self._clock()
+            query = (
+                sa.select(jobs, clock.now.label("jobrunner_now"))
+                .where(jobs.c.status == schema.IN_PROGRESS, jobs.c.lease_expires_at <= clock.now)
+                .order_by(jobs.c.lease_expires_at)
+                .with_for_update(skip_locked=True)
+            )
+            changed = []
+            for row in connection.execute(query).all():
+                record = schema.recovered(to_record(row), row.jobrunner_now, max_recoveries)
+                values = to_row(record)
+                del values["id"]
+                if record.status is JobStatus.PENDING:
+                    values["due_at"] = min(record.created_at, row.jobrunner_now)
+                else:
+                    values["active_unique_key"] = None
+                connection.execute(
+                    sa.update(jobs).where(schema.held(record.id, row.token)).values(values)
+                )
+                changed.append(record)
+            if self._is_postgres and any(r.status is JobStatus.PENDING for r in changed):
+                connection.execute(sa.select(sa.func.pg_notify(sql_listener.CHANNEL, "")))
+            return changed
+
+        changed = self._run(recover, write=True)
+        if changed:
+            self._signal_locally()
+        return changed
+
+    def counts(self) -> dict[JobStatus, int]:
+        """How many jobs are in each status, in one ``GROUP BY``."""
+        query = sa.select(jobs.c.status, sa.func.count()).group_by(jobs.c.status)
+        rows = self._run(lambda connection: connection.execute(query).all(), write=False)
+        totals = dict.fromkeys(JobStatus, 0)
+        for status, count in rows:
+            totals[JobStatus(status)] = count
+        return totals
+
+    def clear(self) -> None:
+        """Delete every row of ``jobs`` and ``job_progress``."""
+
+        def clear(connection: sa.Connection) -> None:
+            connection.execute(sa.delete(job_progress))
+            connection.execute(sa.delete(jobs))
+
+        self._run(clear, write=True)
+
+    def interrupt(self) -> None:
+        """Wake every :meth:`claim` waiting in this process; each returns what it has."""
+        with self._wake:
+            self._interrupts += 1
+            self._wake.notify_all()
+
+    def close(self) -> None:
+        """Stop listening, and dispose of the engine if the backend made it."""
+        if self._listener is not None:
+            self._listener.close()
+        if self._owns_engine:
+            self._closed.set()
+            self.engine.dispose()
+
+    # -- helpers ------------------------------------------------------------
+
+    def _run(self, work: Callable[[sa.Connection], T], *, write: bool) -> T:
+        # *work* in one transaction, tables created first if need be.
+        if not self._is_set_up:
+            if self.create_tables:
+                self.setup()
+            else:
+                self._is_set_up = True  # a missing table reads as ConfigurationError
+        with self._translated_errors():
+            return self._transaction(work, write=write)
+
+    def _transaction(self, work: Callable[[sa.Connection], T], *, write: bool) -> T:
+        for _ in range(DEADLOCK_ATTEMPTS - 1):
+            try:
+                return self._transaction_once(work, write=write)
+            except sa.exc.DBAPIError as error:
+                if not dialects.is_deadlock(error):
+                    raise
+        return self._transaction_once(work, write=write)
+
+    def _transaction_once(self, work: Callable[[sa.Connection], T], *, write: bool) -> T:
+        lock = self._write_lock if write and self._write_lock else contextlib.nullcontext()
+        with lock, self.engine.connect() as connection:
+            if write and self._is_sqlite:
+                # Takes the write lock at BEGIN, so no reader can turn writer
+                # halfway and meet SQLITE_BUSY.
+                connection.execution_options(**{dialects.BEGIN_OPTION: "BEGIN IMMEDIATE"})
+            with connection.begin():
+                return work(connection)
+
+    @contextlib.contextmanager
+    def _translated_errors(self) -> Iterator[None]:
+        try:
+            yield
+        except sa.exc.DBAPIError as error:
+            translated = dialects.translate(error, self._where)
+            if translated is None:
+                raise
+            raise translated from error
+        except sa.exc.TimeoutError as error:
+            raise BackendUnavailable(
+                f"Every connection to the SQL job backend at '{self._where}' stayed busy."
+                " Try again, or give the pool more connections."
+            ) from error
+
+    def _execute_notifying(self, connection: sa.Connection, statement: Any) -> bool:
+        # Executes an INSERT or UPDATE of jobs that may make a job claimable;
+        # returns whether it changed a row. On PostgreSQL, each changed row
+        # also notifies (delivered at commit), in the same round trip.
+        if self._is_postgres:
+            notify = sa.func.pg_notify(sql_listener.CHANNEL, jobs.c.queue)
+            return bool(connection.execute(statement.returning(notify)).all())
+        return bool(connection.execute(statement).rowcount)
+
+    def _signal(self) -> None:
+        with self._wake:
+            self._signals += 1
+            self._wake.notify_all()
+
+    def _signal_locally(self) -> None:
+        # A claim waiting in this process need not wait for its next poll.
+        # (PostgreSQL's notification reaches it anyway.)
+        if not self.blocking:
+            self._signal()
+
+    def _select_one(self, connection: sa.Connection, job_id: str) -> JobRecord | None:
+        row = connection.execute(sa.select(jobs).where(jobs.c.id == job_id)).first()
+        return None if row is None else to_record(row)
+
+    def _delete(self, connection: sa.Connection, which: sa.ColumnElement[bool]) -> int:
+        # PostgreSQL and InnoDB drop the progress rows by the foreign key's
+        # ON DELETE CASCADE; SQLite enforces foreign keys only when asked to.
+        if self._is_sqlite:
+            doomed = sa.select(jobs.c.id).where(which)
+            connection.execute(sa.delete(job_progress).where(job_progress.c.job_id.in_(doomed)))
+        return connection.execute(sa.delete(jobs).where(which)).rowcount
+
+    def _after_fork(self) -> None:
+        # The parent's connections stay the parent's: the child opens its own.
+        self.engine.dispose(close=False)
+        self._reset_locks()
+        if self._listener is not None:
+            self._listener.after_fork()
+
+
+def _is_due(
+    table: sa.FromClause, queues: list[str], clock: dialects.Clock
+) -> sa.ColumnElement[bool]:
+    # Pending in one of *queues*, and due by now.
+    return sa.and_(
+        table.c.queue.in_(queues), table.c.status == schema.PENDING, table.c.due_at <= clock.now
+    )
+
+
+def _closing_when(closed: threading.Event) -> Callable[[Any, Any], None]:
+    # A pool checkin hook. Disposing of a pool closes only the connections in
+    # it: one a thread still running returns after close() would stay open.
+    # (It holds only the event, so the engine keeps no backend alive.)
+    def checkin(dbapi_connection: Any, connection_record: Any) -> None:
+        if closed.is_set():
+            connection_record.invalidate()
+
+    return checkin
+
+
+def _reset_after_fork() -> None:
+    for backend in list(_instances):
+        backend._after_fork()
+
+
+if hasattr(os, "register_at_fork"):  # not on Windows, which cannot fork
+    os.register_at_fork(after_in_child=_reset_after_fork)

@@ -1,0 +1,257 @@
+"""What differs between SQLite, PostgreSQL and MySQL/MariaDB for the SQL backend.
+
+The engine a URL gets (driver, timeouts, SQLite's explicit transactions),
+the database's clock as SQL, and what a driver error means for the app.
+"""
+
+from __future__ import annotations
+
+import weakref
+from collections.abc import Callable
+from datetime import datetime, timedelta
+from typing import Any
+
+import sqlalchemy as sa
+
+from ..errors import BackendUnavailable, ConfigurationError, JobRunnerError
+from ..record import utcnow
+from .sql_schema import UTCDateTime
+
+#: Seconds to wait for a database server to accept a connection.
+CONNECT_TIMEOUT = 5
+#: Seconds a SQLite write waits for another process's write to end.
+SQLITE_BUSY_TIMEOUT = 10.0
+#: The execution option holding the statement that begins a SQLite transaction.
+BEGIN_OPTION = "jobrunner_sqlite_begin"
+
+# A bare scheme gets the driver the backend is tested with.
+_DEFAULT_DRIVERS = {
+    "postgresql": "postgresql+psycopg",
+    "mysql": "mysql+pymysql",
+    "mariadb": "mariadb+pymysql",
+}
+# Engines made by create_engine below, whose SQLite hooks are already in place.
+_PREPARED: weakref.WeakSet[sa.Engine] = weakref.WeakSet()
+
+
+def create_engine(url: str, *, pool_size: int) -> sa.Engine:
+    """An engine for *url*, set up for many threads and prompt failure when the server is down.
+
+    :raises ConfigurationError: for an in-memory SQLite database, which one
+        process's threads cannot even share.
+    """
+    parsed = sa.make_url(url)
+    parsed = parsed.set(drivername=_DEFAULT_DRIVERS.get(parsed.drivername, parsed.drivername))
+    name = parsed.get_backend_name()
+    if name == "sqlite":
+        check_sqlite_file(parsed)
+        engine = sa.create_engine(
+            parsed,
+            # pysqlite's own BEGIN handling is off; _begin emits the right BEGIN.
+            isolation_level="AUTOCOMMIT",
+            pool_size=pool_size,
+            max_overflow=pool_size,
+            connect_args={"timeout": SQLITE_BUSY_TIMEOUT},
+        )
+        sa.event.listen(engine, "connect", _tune_sqlite)
+        sa.event.listen(engine, "begin", _begin)
+        _PREPARED.add(engine)
+        return engine
+    connect_args: dict[str, Any] = {}
+    if "connect_timeout" not in parsed.query:
+        connect_args["connect_timeout"] = CONNECT_TIMEOUT
+    options: dict[str, Any] = {}
+    if name in ("mysql", "mariadb"):
+        if "charset" not in parsed.query:
+            connect_args["charset"] = "utf8mb4"
+        # No gap locks: a claim never blocks an enqueue of a new job.
+        options["isolation_level"] = "READ COMMITTED"
+        options["pool_recycle"] = 3600
+    return sa.create_engine(
+        parsed,
+        pool_size=pool_size,
+        max_overflow=2 * pool_size,
+        pool_timeout=10,
+        pool_pre_ping=True,
+        connect_args=connect_args,
+        **options,
+    )
+
+
+def prepare_engine(engine: sa.Engine) -> sa.Engine:
+    """The engine the backend runs on: for SQLite, one that emits its own ``BEGIN``.
+
+    An app's engine is left as it is: the backend's transactions run on a
+    copy of it sharing its pool (see ``Engine.execution_options``).
+    """
+    if engine.dialect.name != "sqlite" or engine in _PREPARED:
+        return engine
+    check_sqlite_file(engine.url)
+    own = engine.execution_options(isolation_level="AUTOCOMMIT")
+    sa.event.listen(own, "begin", _begin)
+    return own
+
+
+def check_sqlite_file(url: sa.URL) -> None:
+    """Refuse an in-memory SQLite database.
+
+    :raises ConfigurationError: if *url* names no file.
+    """
+    if url.database in (None, "", ":memory:") or "mode=memory" in str(url):
+        raise ConfigurationError(
+            f"The SQLite database {url.render_as_string()!r} is in memory, which threads and"
+            " processes cannot share. Name a file ('sqlite:///jobs.db'), or use 'memory://'."
+        )
+
+
+def enable_wal(engine: sa.Engine) -> None:
+    """Put a SQLite database in WAL mode, so reads never wait for a write; it persists."""
+    raw = engine.raw_connection()
+    try:
+        cursor = raw.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.close()
+    finally:
+        raw.close()
+
+
+def _tune_sqlite(dbapi_connection: Any, connection_record: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    # In WAL mode this survives any crash of the application; only a power
+    # loss may undo the last commits, and never corrupts the file.
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.close()
+
+
+def _begin(connection: sa.Connection) -> None:
+    connection.exec_driver_sql(connection.get_execution_options().get(BEGIN_OPTION, "BEGIN"))
+
+
+def app_engine(app: Any) -> sa.Engine:
+    """The engine of *app*'s Flask-SQLAlchemy extension, for ``JOBRUNNER_BACKEND = 'sqlalchemy'``.
+
+    :raises ConfigurationError: if there is no app, or it has no Flask-SQLAlchemy.
+    """
+    usage = (
+        "JOBRUNNER_BACKEND = 'sqlalchemy' uses the engine of the app's Flask-SQLAlchemy"
+        " extension, but"
+    )
+    if app is None:
+        raise ConfigurationError(
+            f"{usage} no app was given. Set it in the app's config before 'init_app',"
+            " or give a database URL."
+        )
+    db = app.extensions.get("sqlalchemy")
+    if db is None:
+        raise ConfigurationError(
+            f"{usage} the app has none. Call 'db.init_app(app)' before 'jobs.init_app(app)',"
+            " or give a database URL."
+        )
+    with app.app_context():
+        engine: sa.Engine = db.engine
+    return engine
+
+
+# -- the clock ---------------------------------------------------------------
+
+
+class Clock:
+    """The database's current time as SQL, constant within one statement.
+
+    Leases are measured on it, so workers on machines whose clocks disagree
+    still agree on when a lease ends.
+    """
+
+    #: The current time.
+    now: sa.ColumnElement[datetime]
+
+    def after(self, seconds: float) -> sa.ColumnElement[datetime]:
+        """The time *seconds* after :attr:`now`."""
+        raise NotImplementedError
+
+
+class _PostgresClock(Clock):
+    def __init__(self) -> None:
+        self.now = sa.func.timezone("UTC", sa.func.statement_timestamp(), type_=UTCDateTime())
+
+    def after(self, seconds: float) -> sa.ColumnElement[datetime]:
+        later = self.now + sa.literal(timedelta(seconds=seconds), sa.Interval())
+        return sa.type_coerce(later, UTCDateTime())
+
+
+class _MySQLClock(Clock):
+    def __init__(self) -> None:
+        self.now = sa.func.utc_timestamp(6, type_=UTCDateTime())
+
+    def after(self, seconds: float) -> sa.ColumnElement[datetime]:
+        micro = round(seconds * 1_000_000)
+        return sa.func.timestampadd(
+            sa.literal_column("MICROSECOND"), micro, self.now, type_=UTCDateTime()
+        )
+
+
+class FixedClock(Clock):
+    """A clock stopped at *value* (by default, this machine's time now).
+
+    SQLite has no server: its clock is this machine's, shared by every
+    process using the file. It also replays a database time read earlier in
+    the same transaction.
+    """
+
+    def __init__(self, value: datetime | None = None) -> None:
+        #: The time this clock shows.
+        self.value = utcnow() if value is None else value
+        self.now = sa.literal(self.value, UTCDateTime())
+
+    def after(self, seconds: float) -> sa.ColumnElement[datetime]:
+        """The time *seconds* after :attr:`value`."""
+        return sa.literal(self.value + timedelta(seconds=seconds), UTCDateTime())
+
+
+def clock_factory(dialect: sa.Dialect) -> Callable[[], Clock]:
+    """Makes a :class:`Clock` for each operation on *dialect*."""
+    if dialect.name == "postgresql":
+        return _PostgresClock
+    if dialect.name in ("mysql", "mariadb"):
+        return _MySQLClock
+    return FixedClock
+
+
+# -- errors ------------------------------------------------------------------
+
+
+def translate(error: sa.exc.DBAPIError, where: str) -> JobRunnerError | None:
+    """The error to raise for a driver error, or ``None`` to raise it as it is."""
+    original = error.orig
+    text = str(original).strip()
+    reason = text.splitlines()[0] if text else type(original).__name__
+    if _is_missing_table(original):
+        return ConfigurationError(
+            f"The job tables do not exist in the database at '{where}' ({reason})."
+            " Create them with 'flask jobs init-db', or set JOBRUNNER_CREATE_TABLES = True."
+        )
+    if isinstance(error, (sa.exc.OperationalError, sa.exc.InterfaceError)) or (
+        error.connection_invalidated
+    ):
+        return BackendUnavailable(
+            f"The SQL job backend at '{where}' is unavailable: {reason}."
+            " Check that the database server is running; the next call tries again."
+        )
+    return None
+
+
+def is_deadlock(error: sa.exc.DBAPIError) -> bool:
+    """Whether the database rolled the transaction back to break a deadlock (safe to retry)."""
+    original = error.orig
+    return getattr(original, "sqlstate", None) == "40P01" or _mysql_code(original) == 1213
+
+
+def _is_missing_table(original: BaseException | None) -> bool:
+    if getattr(original, "sqlstate", None) == "42P01" or _mysql_code(original) == 1146:
+        return True
+    return "no such table" in str(original)
+
+
+def _mysql_code(original: BaseException | None) -> object:
+    return original.args[0] if original is not None and original.args else None

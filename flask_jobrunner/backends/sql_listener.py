@@ -1,0 +1,215 @@
+"""The PostgreSQL ``LISTEN`` connection that wakes the claims waiting in a process.
+
+Enqueues and give-backs notify :data:`CHANNEL` in their own transaction
+(delivered at commit). One connection per backend, outside the engine's
+pool, waits for those notifications in a thread and wakes every waiting
+claim, so a new job starts at once and an idle worker sends no queries.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import select
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import sqlalchemy as sa
+
+from .sql_dialects import CONNECT_TIMEOUT
+
+logger = logging.getLogger("flask_jobrunner.backends.sql")
+
+#: The channel a PostgreSQL backend notifies when a job becomes claimable.
+CHANNEL = "jobrunner_jobs"
+#: Seconds the listening thread stays after the last claim stopped waiting.
+LISTEN_IDLE = 2.0
+
+
+def connector(engine: sa.Engine) -> Callable[[], Any]:
+    """Opens a psycopg connection outside *engine*'s pool, with the same parameters."""
+    import psycopg
+
+    cargs, cparams = engine.dialect.create_connect_args(engine.url)
+    cparams = {
+        "connect_timeout": CONNECT_TIMEOUT,
+        "keepalives": 1,
+        "keepalives_idle": 30,
+        **cparams,
+    }
+
+    def connect() -> Any:
+        return psycopg.connect(*cargs, **cparams, autocommit=True)
+
+    return connect
+
+
+# Connections of a parent process, kept referenced in a forked child so
+# that nothing there closes them under the parent.
+_ABANDONED: list[Any] = []
+
+
+class _Run:
+    # The state of one listening thread; a new thread gets a new one, so a
+    # thread on its way out never touches its successor's.
+    def __init__(self) -> None:
+        self.listening = threading.Event()
+        self.tried = threading.Event()
+        self.connection: Any = None
+        self.thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+        self._read, self._write = os.pipe()
+        self._closed = False
+
+    def stop(self) -> None:
+        with self._lock:
+            if not self._closed:
+                os.write(self._write, b"\0")
+
+    def wait_stop(self, timeout: float) -> bool:
+        return bool(select.select([self._read], [], [], timeout)[0])
+
+    def wait(self, connection: Any, timeout: float) -> tuple[bool, bool]:
+        # (told to stop, the connection has news)
+        ready = select.select([connection.fileno(), self._read], [], [], timeout)[0]
+        return self._read in ready, bool(ready) and self._read not in ready
+
+    def close(self) -> None:
+        with self._lock:
+            self._closed = True
+            os.close(self._read)
+            os.close(self._write)
+
+    def forget(self) -> None:
+        # In a forked child: the parent's thread is gone, its lock may be held.
+        if self.connection is not None:
+            _ABANDONED.append(self.connection)
+        for fd in (self._read, self._write):
+            with contextlib.suppress(OSError):
+                os.close(fd)
+
+
+class Listener:
+    """A connection, outside the pool, that waits for ``NOTIFY`` in a thread and calls *wake*.
+
+    The thread starts when a claim first waits and ends :data:`LISTEN_IDLE`
+    seconds after the last one stopped waiting, so an idle process holds no
+    extra connection. *wake* is also called whenever the connection is made
+    or lost, since a notification may have been missed meanwhile.
+
+    :param connect: Opens a new psycopg connection.
+    :param wake: Called from the thread on every notification.
+    """
+
+    def __init__(self, connect: Callable[[], Any], wake: Callable[[], None]) -> None:
+        self._connect = connect
+        self._wake = wake
+        self._reset()
+
+    def _reset(self) -> None:
+        self._lock = threading.Lock()
+        self._run: _Run | None = None
+        self._waiters = 0
+        self._left_at = time.monotonic()
+
+    @property
+    def is_listening(self) -> bool:
+        """Whether notifications arrive now; while not, waiting claims poll."""
+        run = self._run
+        return run is not None and run.listening.is_set()
+
+    def enter(self, timeout: float) -> bool:
+        """Count a waiting claim and start listening if needed; returns :attr:`is_listening`.
+
+        A new thread's first connection attempt is waited for, up to *timeout*.
+        """
+        with self._lock:
+            self._waiters += 1
+            run = self._run
+            if run is None:
+                run = self._run = _Run()
+                run.thread = threading.Thread(
+                    target=self._listen, args=(run,), name="sql-backend-listener", daemon=True
+                )
+                run.thread.start()
+        run.tried.wait(timeout)
+        return run.listening.is_set()
+
+    def leave(self) -> None:
+        """Count a claim that no longer waits."""
+        with self._lock:
+            self._waiters -= 1
+            self._left_at = time.monotonic()
+
+    def close(self) -> None:
+        """Stop listening and close the connection; a later claim starts again."""
+        with self._lock:
+            run, self._run = self._run, None
+        if run is not None and run.thread is not None:
+            run.stop()
+            run.thread.join(CONNECT_TIMEOUT + 1)
+
+    def after_fork(self) -> None:
+        """Forget the parent's thread in a forked child, leaving its connection alone."""
+        if self._run is not None:
+            self._run.forget()
+        self._reset()
+
+    def _listen(self, run: _Run) -> None:
+        backoff = 0.05
+        try:
+            while True:
+                try:
+                    run.connection = self._connect()
+                    run.connection.execute(f"LISTEN {CHANNEL}")
+                except Exception as error:
+                    logger.debug("Could not LISTEN for new jobs: %s", error)
+                else:
+                    backoff = 0.05
+                    run.listening.set()
+                    run.tried.set()
+                    self._wake()
+                    self._receive(run)
+                    run.listening.clear()
+                    self._wake()  # waiting claims go back to polling
+                finally:
+                    self._disconnect(run)
+                run.tried.set()
+                if run.wait_stop(backoff) or self._is_done(run):
+                    return
+                backoff = min(backoff * 2, 2.0)
+        finally:
+            run.close()
+
+    def _receive(self, run: _Run) -> None:
+        # Returns when told to stop, when idle, or when the connection broke.
+        try:
+            while not self._is_done(run):
+                stop, news = run.wait(run.connection, LISTEN_IDLE / 4)
+                if stop:
+                    return
+                if news and list(run.connection.notifies(timeout=0)):
+                    self._wake()
+        except Exception as error:
+            logger.warning("The LISTEN connection for new jobs broke: %s", error)
+
+    def _is_done(self, run: _Run) -> bool:
+        with self._lock:
+            if self._run is not run:  # closed
+                return True
+            if self._waiters == 0 and time.monotonic() - self._left_at > LISTEN_IDLE:
+                self._run = None
+                return True
+            return False
+
+    @staticmethod
+    def _disconnect(run: _Run) -> None:
+        connection, run.connection = run.connection, None
+        if connection is not None:
+            try:
+                connection.close()
+            except Exception:  # already broken
+                logger.debug("Closing the LISTEN connection failed.", exc_info=True)

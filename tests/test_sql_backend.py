@@ -1,0 +1,664 @@
+"""What the SQL backend does beyond the contract: tables, SQLite's WAL mode, the
+Flask-SQLAlchemy engine, claims from many processes, outages, and the
+PostgreSQL ``NOTIFY`` that wakes a waiting claim.
+
+Every test runs on a real database (the private ones of ``conftest``);
+nothing is mocked. The outage tests put a small TCP relay of their own
+between the backend and the server, and cut it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import multiprocessing
+import pathlib
+import socket
+import sqlite3
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+from flask import Flask
+from flask_sqlalchemy import SQLAlchemy
+
+from conftest import make_record, wait_until
+from flask_jobrunner import JobRunner
+from flask_jobrunner.backends import load_backend
+from flask_jobrunner.backends.sql import SQLBackend
+from flask_jobrunner.backends.sql_schema import jobs as jobs_table
+from flask_jobrunner.errors import BackendUnavailable, ConfigurationError, JobConflict
+from flask_jobrunner.record import JobRecord, JobStatus, Outcome, Progress, new_job_id
+
+SQL_IDS = ["sqlite", "postgresql", "mysql"]
+SERVER_IDS = ["postgresql", "mysql"]
+LEASE = 60.0
+DONE = Outcome(JobStatus.COMPLETED, result={"ok": True})
+
+
+@pytest.fixture
+def open_backend() -> Iterator[Callable[..., SQLBackend]]:
+    """Opens SQL backends by URL (``result_ttl=3600``); each is cleared and closed after."""
+    opened: list[tuple[SQLBackend, bool]] = []
+
+    def open_(url: str, *, clear: bool = True, **settings: Any) -> SQLBackend:
+        backend = load_backend(url, **{"result_ttl": 3600, **settings})
+        assert isinstance(backend, SQLBackend)
+        opened.append((backend, clear))
+        if clear:
+            backend.setup()
+            backend.clear()
+        return backend
+
+    yield open_
+    for backend, clear in reversed(opened):
+        if clear:
+            with contextlib.suppress(BackendUnavailable):
+                backend.clear()
+        backend.close()
+
+
+@pytest.fixture(params=SQL_IDS)
+def sql_url(request: pytest.FixtureRequest, backend_url_for: Callable[[str], str]) -> str:
+    """The URL of each SQL database in turn."""
+    return backend_url_for(str(request.param))
+
+
+@pytest.fixture(params=SERVER_IDS)
+def server_url(request: pytest.FixtureRequest, backend_url_for: Callable[[str], str]) -> str:
+    """The URL of each SQL server's private database in turn."""
+    return backend_url_for(str(request.param))
+
+
+@pytest.fixture
+def postgres_url(backend_url_for: Callable[[str], str]) -> str:
+    """The URL of the private PostgreSQL database."""
+    return backend_url_for("postgresql")
+
+
+@pytest.fixture
+def empty_database(sql_url: str, tmp_path: pathlib.Path) -> Iterator[str]:
+    """The URL of a database with no tables yet, dropped after the test."""
+    url = sa.make_url(sql_url)
+    if url.get_backend_name() == "sqlite":
+        yield f"sqlite:///{tmp_path / 'empty.db'}"
+        return
+    name = f"{url.database}_empty_{uuid.uuid4().hex[:6]}"
+    admin = sa.create_engine(url, isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as connection:
+            connection.exec_driver_sql(f"CREATE DATABASE {name}")
+        yield url.set(database=name).render_as_string(hide_password=False)
+    finally:
+        force = " WITH (FORCE)" if url.get_backend_name() == "postgresql" else ""
+        with admin.connect() as connection:
+            connection.exec_driver_sql(f"DROP DATABASE IF EXISTS {name}{force}")
+        admin.dispose()
+
+
+def free_port() -> int:
+    """A loopback TCP port that nothing listens on."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+# -- tables ------------------------------------------------------------------
+
+
+def test_every_record_field_has_a_column_of_jobs() -> None:
+    fields = set(JobRecord.__dataclass_fields__)
+    assert fields <= set(jobs_table.c.keys())
+
+
+def test_without_create_tables_a_missing_table_names_init_db_until_setup(
+    empty_database: str, open_backend: Callable[..., SQLBackend]
+) -> None:
+    backend = open_backend(empty_database, clear=False, create_tables=False)
+
+    with pytest.raises(ConfigurationError, match="flask jobs init-db"):
+        backend.enqueue(make_record())
+    with pytest.raises(ConfigurationError, match="flask jobs init-db"):
+        backend.claim(["default"], lease=LEASE)
+
+    backend.setup()
+    backend.setup()  # again: nothing to do, no error
+
+    job, created = backend.enqueue(make_record())
+    assert created
+    assert backend.claim(["default"], lease=LEASE)[0].record.id == job.id
+    assert sa.inspect(backend.engine).has_table("job_progress")
+    backend.clear()
+
+
+def test_flask_jobs_init_db_creates_the_tables_an_app_did_not(empty_database: str) -> None:
+    app = Flask(__name__)
+    app.config.update(
+        JOBRUNNER_BACKEND=empty_database,
+        JOBRUNNER_CREATE_TABLES=False,
+        JOBRUNNER_RUN_WORKERS=False,
+    )
+    jobs = JobRunner(app)
+    backend = jobs.get_state(app).backend
+    try:
+        with pytest.raises(ConfigurationError, match="flask jobs init-db"):
+            backend.get(new_job_id())
+
+        result = app.test_cli_runner().invoke(args=["jobs", "init-db"])
+
+        assert result.exit_code == 0, result.output
+        assert "SQLBackend is ready" in result.output
+        assert backend.get(new_job_id()) is None
+    finally:
+        backend.close()
+
+
+def test_by_default_the_first_use_creates_the_tables(
+    empty_database: str, open_backend: Callable[..., SQLBackend]
+) -> None:
+    backend = open_backend(empty_database, clear=False)
+
+    assert backend.get(new_job_id()) is None
+
+    assert {"jobs", "job_progress"} <= set(sa.inspect(backend.engine).get_table_names())
+
+
+def test_sqlite_is_in_wal_mode(
+    tmp_path: pathlib.Path, open_backend: Callable[..., SQLBackend]
+) -> None:
+    path = tmp_path / "jobs.db"
+    backend = open_backend(f"sqlite:///{path}")
+    backend.enqueue(make_record())
+
+    with contextlib.closing(sqlite3.connect(path)) as connection:
+        assert connection.execute("PRAGMA journal_mode").fetchone() == ("wal",)
+
+
+def test_an_in_memory_sqlite_database_is_refused() -> None:
+    with pytest.raises(ConfigurationError, match="memory://"):
+        load_backend("sqlite://")
+
+
+@pytest.mark.parametrize(
+    ("scheme", "driver"),
+    [("postgresql", "psycopg"), ("mysql", "pymysql"), ("mariadb", "pymysql")],
+)
+def test_a_bare_scheme_gets_the_tested_driver(
+    backend_url_for: Callable[[str], str],
+    open_backend: Callable[..., SQLBackend],
+    scheme: str,
+    driver: str,
+) -> None:
+    private = sa.make_url(backend_url_for("mysql" if scheme == "mariadb" else scheme))
+    url = private.set(drivername=scheme).render_as_string(hide_password=False)
+
+    backend = open_backend(url)
+
+    assert backend.engine.dialect.driver == driver
+    assert backend.get(new_job_id()) is None
+
+
+def test_a_url_with_an_unknown_driver_is_a_configuration_error() -> None:
+    with pytest.raises(ConfigurationError, match="not a usable database URL"):
+        load_backend("postgresql+nodriver://127.0.0.1/jobs")
+
+
+def test_an_expired_idempotency_key_is_free_before_any_purge(
+    sql_url: str, open_backend: Callable[..., SQLBackend]
+) -> None:
+    backend = open_backend(sql_url, result_ttl=0.05)
+    first, _ = backend.enqueue(make_record(idempotency_key="alice:k1"))
+    claim = backend.claim(["default"], lease=LEASE)[0]
+    backend.progress(first.id, claim.token, Progress(50.0), lease=LEASE)
+    assert backend.finish(first.id, claim.token, DONE)
+    time.sleep(0.2)  # past the TTL; nobody purged
+
+    again, created = backend.enqueue(make_record(idempotency_key="alice:k1"))
+
+    assert created is True
+    assert again.id != first.id
+    assert backend.get(first.id) is None
+    with backend.engine.connect() as connection:
+        left = sa.select(sa.func.count()).select_from(sa.table("job_progress"))
+        assert connection.execute(left).scalar() == 0
+
+
+def test_progress_is_logged_and_the_log_goes_with_its_job(
+    sql_url: str, open_backend: Callable[..., SQLBackend]
+) -> None:
+    backend = open_backend(sql_url, result_ttl=0.05)
+    job, _ = backend.enqueue(make_record())
+    claim = backend.claim(["default"], lease=LEASE)[0]
+    backend.progress(job.id, claim.token, Progress(10.0, "first", 1, 10), lease=LEASE)
+    backend.progress(job.id, claim.token, Progress(message="second"), lease=LEASE)
+    backend.progress(job.id, "not-the-token", Progress(99.0, "stale"), lease=LEASE)
+    assert backend.finish(
+        job.id, claim.token, Outcome(JobStatus.COMPLETED, progress=Progress(100.0))
+    )
+
+    log = sa.text(
+        "SELECT percentage, message, items_processed, total_items FROM job_progress"
+        " WHERE job_id = :id ORDER BY id"
+    )
+    with backend.engine.connect() as connection:
+        rows = [tuple(row) for row in connection.execute(log, {"id": job.id})]
+    assert rows == [
+        (10.0, "first", 1, 10),
+        (10.0, "second", 1, 10),
+        (100.0, "second", 1, 10),
+    ]
+
+    wait_until(lambda: backend.purge_expired() == 1, timeout=5)
+    with backend.engine.connect() as connection:
+        assert connection.execute(log, {"id": job.id}).all() == []
+
+
+# -- the Flask-SQLAlchemy engine ---------------------------------------------
+
+
+def test_the_sqlalchemy_url_uses_the_engine_of_flask_sqlalchemy(tmp_path: pathlib.Path) -> None:
+    app = Flask(__name__)
+    app.config["SQLALCHEMY_DATABASE_URI"] = f"sqlite:///{tmp_path / 'app.db'}"
+    app.config["JOBRUNNER_BACKEND"] = "sqlalchemy"
+    app.config["JOBRUNNER_RUN_WORKERS"] = False
+    db = SQLAlchemy(app)
+    jobs = JobRunner(app)
+    backend = jobs.get_state(app).backend
+    try:
+        assert isinstance(backend, SQLBackend)
+        with app.app_context():
+            assert backend.engine.pool is db.engine.pool
+            stored, _ = backend.enqueue(make_record(task="from.flask_sqlalchemy"))
+            # The app's own session sees the table and the row, and keeps working.
+            tasks = db.session.execute(sa.text("SELECT task FROM jobs")).scalars().all()
+            assert tasks == ["from.flask_sqlalchemy"]
+            db.session.execute(sa.text("CREATE TABLE notes (text VARCHAR(10))"))
+            db.session.execute(sa.text("INSERT INTO notes VALUES ('kept')"))
+            db.session.commit()
+            assert db.session.execute(sa.text("SELECT text FROM notes")).scalar() == "kept"
+            claim = backend.claim(["default"], lease=LEASE)[0]
+            assert backend.finish(stored.id, claim.token, DONE)
+            db.session.remove()
+    finally:
+        backend.close()
+        with app.app_context():
+            db.engine.dispose()
+
+
+def test_the_sqlalchemy_url_needs_an_app_with_flask_sqlalchemy() -> None:
+    with pytest.raises(ConfigurationError, match="no app"):
+        load_backend("sqlalchemy")
+    with pytest.raises(ConfigurationError, match=r"db\.init_app"):
+        load_backend("sqlalchemy", app=Flask(__name__))
+
+
+# -- claims and keys under concurrency ---------------------------------------
+
+
+def server_session(backend: SQLBackend) -> object:
+    """The id of the server session a pooled connection has (``None`` on SQLite)."""
+    query = {"postgresql": "SELECT pg_backend_pid()", "mysql": "SELECT CONNECTION_ID()"}
+    statement = query.get(backend.engine.dialect.name)
+    if statement is None:
+        return None
+    with backend.engine.connect() as connection:
+        return connection.exec_driver_sql(statement).scalar()
+
+
+def claim_until_empty(
+    url: str, out: pathlib.Path, threads: int, backend: SQLBackend | None
+) -> None:
+    """Claim and finish jobs in *threads* threads until none is left; write what was taken.
+
+    Runs in a forked child (with the parent's backend, or a new one) and in the parent.
+    """
+    own = backend is None
+    if backend is None:
+        backend = SQLBackend.from_url(url, result_ttl=3600)
+    session = server_session(backend)
+    taken: list[str] = []
+    lock = threading.Lock()
+
+    def claimer(limit: int) -> None:
+        assert backend is not None
+        while claims := backend.claim(["default"], lease=LEASE, limit=limit):
+            for claim in claims:
+                assert backend.finish(claim.record.id, claim.token, DONE)
+                with lock:
+                    taken.append(claim.record.id)
+
+    workers = [
+        threading.Thread(target=claimer, args=(1 + index % 3,), name=f"claimer-{index}")
+        for index in range(threads)
+    ]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join(60)
+    out.write_text(json.dumps({"session": session, "taken": taken}))
+    if own:
+        backend.close()
+
+
+def test_processes_and_threads_never_claim_a_job_twice(
+    sql_url: str, open_backend: Callable[..., SQLBackend], tmp_path: pathlib.Path
+) -> None:
+    backend = open_backend(sql_url)
+    total = 600
+    ids = {backend.enqueue(make_record())[0].id for _ in range(total)}
+    parent_session = server_session(backend)  # pooled, and inherited by the children
+    context = multiprocessing.get_context("fork")
+    outputs = [tmp_path / f"taken-{index}.json" for index in range(4)]
+    # Two children fork with this process's backend (and its pooled
+    # connections); one opens its own; this process claims too.
+    children = [
+        context.Process(target=claim_until_empty, args=(sql_url, outputs[0], 3, backend)),
+        context.Process(target=claim_until_empty, args=(sql_url, outputs[1], 3, backend)),
+        context.Process(target=claim_until_empty, args=(sql_url, outputs[2], 3, None)),
+    ]
+    for child in children:
+        child.start()
+    try:
+        claim_until_empty(sql_url, outputs[3], 3, backend)
+    finally:
+        for child in children:
+            child.join(60)
+            if child.exitcode is None:
+                child.kill()
+                child.join(5)
+    assert [child.exitcode for child in children] == [0, 0, 0]
+
+    results = [json.loads(output.read_text()) for output in outputs]
+    taken = [job_id for result in results for job_id in result["taken"]]
+    assert len(taken) == len(set(taken)), "a job was handed to two claims"
+    assert set(taken) == ids
+    assert backend.counts()[JobStatus.COMPLETED] == total
+    if parent_session is not None:  # no child talked over the parent's connection
+        assert parent_session not in [result["session"] for result in results[:3]]
+
+
+def test_racing_enqueues_of_a_unique_task_store_one_job(
+    sql_url: str, open_backend: Callable[..., SQLBackend]
+) -> None:
+    backend = open_backend(sql_url)
+    start = threading.Barrier(8)
+    outcomes: list[object] = []
+
+    def submit() -> None:
+        start.wait(timeout=10)
+        try:
+            outcomes.append(backend.enqueue(make_record(unique_key="sync"))[0].id)
+        except JobConflict as conflict:
+            outcomes.append(conflict)
+
+    threads = [threading.Thread(target=submit, name=f"submitter-{n}") for n in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+
+    created = [outcome for outcome in outcomes if isinstance(outcome, str)]
+    conflicts = [outcome for outcome in outcomes if isinstance(outcome, JobConflict)]
+    assert len(created) == 1
+    assert len(conflicts) == 7
+    assert all(conflict.existing.id == created[0] for conflict in conflicts)
+    assert sum(backend.counts().values()) == 1
+
+
+def test_racing_enqueues_with_one_idempotency_key_return_one_job(
+    sql_url: str, open_backend: Callable[..., SQLBackend]
+) -> None:
+    backend = open_backend(sql_url)
+    start = threading.Barrier(8)
+    results: list[tuple[str, bool]] = []
+
+    def submit() -> None:
+        start.wait(timeout=10)
+        record, created = backend.enqueue(make_record(idempotency_key="alice:k1"))
+        results.append((record.id, created))
+
+    threads = [threading.Thread(target=submit, name=f"submitter-{n}") for n in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+
+    assert len(results) == 8
+    assert [created for _, created in results].count(True) == 1
+    assert len({job_id for job_id, _ in results}) == 1
+
+
+# -- waking a waiting claim --------------------------------------------------
+
+
+def test_interrupt_wakes_a_waiting_claim_promptly(
+    sql_url: str, open_backend: Callable[..., SQLBackend]
+) -> None:
+    backend = open_backend(sql_url)
+    result: list[object] = []
+    waiter = threading.Thread(
+        target=lambda: result.append(backend.claim(["default"], lease=LEASE, timeout=30)),
+        name="waiter",
+    )
+    waiter.start()
+    time.sleep(0.3)  # let it wait
+
+    start = time.monotonic()
+    backend.interrupt()
+    waiter.join(5)
+
+    assert not waiter.is_alive()
+    assert result == [[]]
+    assert time.monotonic() - start < 1
+    assert backend.claim(["default"], lease=LEASE, timeout=0.2) == []  # no lasting effect
+
+
+def assert_woken_by_notify(waiting: SQLBackend, other: SQLBackend) -> None:
+    """A claim waiting on *waiting* sends no queries while idle, and wakes at once
+    when *other* enqueues a job."""
+    statements: list[str] = []
+
+    def count(*args: Any) -> None:
+        statements.append(args[2])
+
+    sa.event.listen(waiting.engine, "before_cursor_execute", count)
+    claimed: list[Any] = []
+    waiter = threading.Thread(
+        target=lambda: claimed.extend(waiting.claim(["default"], lease=LEASE, timeout=30)),
+        name="waiter",
+    )
+    waiter.start()
+    try:
+        time.sleep(1.0)  # long enough for a polling claim to have polled many times
+        idle_statements = len(statements)
+        enqueued_at = time.monotonic()
+        job, _ = other.enqueue(make_record())
+        waiter.join(10)
+        woken_after = time.monotonic() - enqueued_at
+    finally:
+        waiting.interrupt()
+        waiter.join(10)
+        sa.event.remove(waiting.engine, "before_cursor_execute", count)
+
+    assert [claim.record.id for claim in claimed] == [job.id]
+    assert woken_after < 1.0
+    assert idle_statements <= 3, statements  # one claim and one look ahead, no polling
+    assert waiting.finish(job.id, claimed[0].token, DONE)
+
+
+def test_postgres_claim_waits_for_notify_and_wakes_on_another_backends_enqueue(
+    postgres_url: str, open_backend: Callable[..., SQLBackend]
+) -> None:
+    waiting = open_backend(postgres_url)
+    other = open_backend(postgres_url)
+    assert waiting.blocking is True
+
+    assert_woken_by_notify(waiting, other)
+
+
+# -- outages -----------------------------------------------------------------
+
+
+def test_an_unreachable_server_raises_backend_unavailable_promptly(
+    server_url: str, open_backend: Callable[..., SQLBackend]
+) -> None:
+    url = sa.make_url(server_url).set(port=free_port()).render_as_string(hide_password=False)
+
+    start = time.monotonic()
+    backend = open_backend(url, clear=False)
+    calls: list[Callable[[], object]] = [
+        backend.setup,
+        lambda: backend.enqueue(make_record()),
+        lambda: backend.claim(["default"], lease=LEASE),
+        lambda: backend.claim(["default"], lease=LEASE, timeout=0.5),
+        lambda: backend.get(new_job_id()),
+        backend.counts,
+        backend.now,
+        backend.purge_expired,
+    ]
+    for call in calls:
+        with pytest.raises(BackendUnavailable, match="unavailable"):
+            call()
+
+    assert time.monotonic() - start < 10
+
+
+class Relay:
+    """Forwards TCP connections from a loopback port to a server; can be cut and restored."""
+
+    def __init__(self, target: tuple[str, int]) -> None:
+        self.target = target
+        self.port = free_port()
+        self._lock = threading.Lock()
+        self._open = False
+        self._sockets: list[socket.socket] = []
+        self._threads: list[threading.Thread] = []
+
+    def start(self) -> None:
+        listener = socket.socket()
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.bind(("127.0.0.1", self.port))
+        listener.listen()
+        with self._lock:
+            self._open = True
+            self._sockets.append(listener)
+        self._spawn(self._accept, listener)
+
+    def cut(self) -> None:
+        """Close the port and every relayed connection, as a dead server would."""
+        with self._lock:
+            self._open = False  # a connection accepted meanwhile is closed at once
+            sockets, self._sockets = self._sockets, []
+            threads, self._threads = self._threads, []
+        for sock in sockets:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+            sock.close()
+        for thread in threads:
+            thread.join(5)
+
+    def _spawn(self, target: Callable[..., None], *args: Any) -> None:
+        thread = threading.Thread(target=target, args=args, name="relay", daemon=True)
+        with self._lock:
+            self._threads.append(thread)
+        thread.start()
+
+    def _accept(self, listener: socket.socket) -> None:
+        with contextlib.suppress(OSError):
+            while True:
+                client, _ = listener.accept()
+                with self._lock:
+                    if not self._open:
+                        client.close()
+                        return
+                    server = socket.create_connection(self.target)
+                    self._sockets += [client, server]
+                self._spawn(self._pump, client, server)
+                self._spawn(self._pump, server, client)
+
+    @staticmethod
+    def _pump(source: socket.socket, sink: socket.socket) -> None:
+        with contextlib.suppress(OSError):
+            while data := source.recv(65536):
+                sink.sendall(data)
+        with contextlib.suppress(OSError):
+            sink.shutdown(socket.SHUT_WR)
+
+
+@pytest.fixture
+def relay(server_url: str) -> Iterator[Relay]:
+    """A relay to the server of *server_url*, started; cut after the test."""
+    url = sa.make_url(server_url)
+    relay = Relay((url.host or "127.0.0.1", url.port or 5432))
+    relay.start()
+    yield relay
+    relay.cut()
+
+
+def test_the_same_backend_works_again_once_the_server_is_back(
+    server_url: str, relay: Relay, open_backend: Callable[..., SQLBackend]
+) -> None:
+    direct = open_backend(server_url)
+    url = sa.make_url(server_url).set(host="127.0.0.1", port=relay.port)
+    backend = open_backend(url.render_as_string(hide_password=False), clear=False)
+    job, _ = backend.enqueue(make_record())
+    assert backend.get(job.id) is not None
+
+    relay.cut()
+    start = time.monotonic()
+    with pytest.raises(BackendUnavailable):
+        backend.get(job.id)
+    with pytest.raises(BackendUnavailable):
+        backend.claim(["default"], lease=LEASE, timeout=0.2)
+    assert time.monotonic() - start < 10
+    direct.enqueue(make_record())  # the server itself is fine
+
+    relay.start()
+
+    assert backend.get(job.id) == direct.get(job.id)
+    claims = backend.claim(["default"], lease=LEASE, limit=10, timeout=5)
+    assert len(claims) == 2
+    assert all(backend.finish(claim.record.id, claim.token, DONE) for claim in claims)
+
+
+@pytest.mark.parametrize("server_url", ["postgresql"], indirect=True)
+def test_postgres_listening_resumes_once_the_server_is_back(
+    server_url: str, relay: Relay, open_backend: Callable[..., SQLBackend]
+) -> None:
+    direct = open_backend(server_url)
+    url = sa.make_url(server_url).set(host="127.0.0.1", port=relay.port)
+    backend = open_backend(url.render_as_string(hide_password=False), clear=False)
+    outcome: list[object] = []
+
+    def wait_through_the_outage() -> None:
+        try:
+            outcome.append(backend.claim(["default"], lease=LEASE, timeout=30))
+        except BackendUnavailable as error:
+            outcome.append(error)
+
+    waiter = threading.Thread(target=wait_through_the_outage, name="waiter")
+    waiter.start()
+    listener = backend._listener
+    assert listener is not None
+    wait_until(lambda: listener.is_listening, timeout=10)
+
+    relay.cut()  # the waiting claim falls back to polling, which fails
+    waiter.join(10)
+    assert not waiter.is_alive()
+    assert len(outcome) == 1
+    assert isinstance(outcome[0], BackendUnavailable)
+    relay.start()
+
+    wait_until(lambda: backend.claim(["default"], lease=LEASE, timeout=0.5) == [], timeout=10)
+    waiter = threading.Thread(
+        target=lambda: backend.claim(["default"], lease=LEASE, timeout=0.5), name="waiter"
+    )
+    waiter.start()
+    wait_until(lambda: listener.is_listening, timeout=10)  # it has reconnected
+    waiter.join(10)
+    assert_woken_by_notify(backend, direct)
