@@ -152,10 +152,13 @@ class Worker:
                     timeout=1.0,
                 )
                 backoff = 0.0
-            except Exception:
+            except Exception as error:
                 self._out_of_work.clear()
                 backoff = min(max(backoff * 2, 0.1), MAX_BACKOFF)
-                logger.exception("Claiming jobs failed; trying again in %.1f s.", backoff)
+                if isinstance(error, BackendUnavailable):  # an outage needs no traceback
+                    logger.warning("%s Trying again in %.1f s.", error, backoff)
+                else:
+                    logger.exception("Claiming jobs failed; trying again in %.1f s.", backoff)
                 self._stopping.wait(backoff)
                 continue
             if not claims:

@@ -63,6 +63,7 @@ class Cluster:
         self.runs_file = directory / "runs.txt"
         self.settings = {"backend": url, **settings}
         self.processes: list[subprocess.Popen[bytes]] = []
+        self._apps: list[Flask] = []
         self._logs: dict[int, pathlib.Path] = {}
 
     # -- processes ---------------------------------------------------------
@@ -146,6 +147,12 @@ class Cluster:
             raise AssertionError(f"{process.pid} did not stop:\n{self.log(process)}") from None
 
     def close(self) -> None:
+        """End the processes (see :meth:`end_processes`), then close the apps' backends."""
+        self.end_processes()
+        for app in self._apps:
+            app.extensions["jobrunner"].backend.close()
+
+    def end_processes(self) -> None:
         """End every process this cluster started that is still running.
 
         SIGTERM first, so a supervisor ends the worker processes it forked.
@@ -170,6 +177,7 @@ class Cluster:
         for key, value in {**self.settings, "run_workers": False, **config}.items():
             app.config[f"JOBRUNNER_{key.upper()}"] = value
         process_app.jobs.init_app(app)
+        self._apps.append(app)
         return app
 
     def runs(self) -> list[tuple[str, str, int]]:

@@ -249,9 +249,9 @@ def test_worker_burst_runs_the_ready_jobs_of_its_queues_then_returns(
     assert elsewhere.refresh().result == "done"
 
 
-def test_worker_with_processes_refuses_the_memory_backend(app: Flask, backend: Backend) -> None:
-    if backend.is_shared:
-        pytest.skip("only a backend that lives in one process is refused")
+def test_worker_with_processes_refuses_the_memory_backend(jobs: JobRunner) -> None:
+    app = Flask("memory_only")
+    jobs.init_app(app)
 
     result = run(app, "worker", "--processes", "2")
 

@@ -45,9 +45,9 @@ def cluster(
     try:
         yield cluster
     finally:
-        cluster.close()
+        cluster.end_processes()
         backend.clear()
-        backend.close()
+        cluster.close()
 
 
 def submit_all(app: Flask, count: int, **kwargs: object) -> list[Job]:

@@ -56,7 +56,7 @@ def load_backend(url: str, **options: Any) -> Backend:
     scheme = url if url == "sqlalchemy" else urlsplit(url).scheme.split("+", 1)[0].lower()
     entry = BACKENDS.get(scheme)
     if entry is None:
-        known = ", ".join(f"'{name}://'" for name in sorted(BACKENDS))
+        known = ", ".join(_spelling(name) for name in sorted(BACKENDS))
         raise ConfigurationError(
             f"JOBRUNNER_BACKEND {url!r} has an unknown scheme '{scheme}'. Known schemes: {known}."
         )
@@ -72,6 +72,10 @@ def load_backend(url: str, **options: Any) -> Backend:
     backend_class = getattr(importlib.import_module(module_name), class_name)
     backend: Backend = backend_class.from_url(url, **options)
     return backend
+
+
+def _spelling(scheme: str) -> str:
+    return f"'{scheme}'" if scheme == "sqlalchemy" else f"'{scheme}://'"
 
 
 __all__ = ["BACKENDS", "Backend", "BackendEntry", "load_backend"]
