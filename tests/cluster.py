@@ -11,10 +11,8 @@ import json
 import os
 import pathlib
 import signal
-import socket
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable
@@ -23,30 +21,16 @@ from typing import Any
 from flask import Flask
 
 import process_app
+from conftest import free_port, wait_until
 
 TESTS = pathlib.Path(__file__).parent
 #: The longest any process test waits for one thing to happen.
 WAIT = 60.0
 
 
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
-
-
 def wait_for(predicate: Callable[[], Any], what: str, timeout: float = WAIT) -> Any:
-    """Poll *predicate* until it is truthy; raise naming *what* after *timeout* seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(0.02)
+    """:func:`conftest.wait_until` with the process tests' longer default timeout."""
+    return wait_until(predicate, timeout, interval=0.02, what=what)
 
 
 class Cluster:

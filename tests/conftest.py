@@ -10,6 +10,9 @@ from __future__ import annotations
 import contextlib
 import os
 import pathlib
+import shutil
+import socket
+import subprocess
 import threading
 import time
 import uuid
@@ -172,16 +175,87 @@ def app(jobs: JobRunner, backend: Backend, config: dict[str, Any]) -> Iterator[F
     jobs.shutdown(app, timeout=10)
 
 
-def wait_until(predicate: Callable[[], Any], timeout: float = 10.0, interval: float = 0.01) -> Any:
-    """Poll *predicate* until it is truthy; fail the test after *timeout* seconds."""
+def wait_until(
+    predicate: Callable[[], Any],
+    timeout: float = 10.0,
+    interval: float = 0.01,
+    what: str | None = None,
+) -> Any:
+    """Poll *predicate* until it is truthy; fail the test after *timeout* seconds.
+
+    :param what: What the test waits for, for the failure message.
+    """
     deadline = time.monotonic() + timeout
     while True:
         value = predicate()
         if value:
             return value
         if time.monotonic() > deadline:
-            pytest.fail(f"condition not met within {timeout} s: {predicate}")
+            pytest.fail(f"condition not met within {timeout} s: {what or predicate}")
         time.sleep(interval)
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+class PrivateRedis:
+    """A ``redis-server`` of one test alone, on a free port, keeping nothing on disk."""
+
+    def __init__(self, directory: pathlib.Path) -> None:
+        self.port = free_port()
+        self.directory = directory
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        """The server's ``redis://`` URL."""
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> None:
+        """Start the server (again) and wait until it answers."""
+        import redis
+
+        command = ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1"]
+        command += ["--save", "", "--appendonly", "no", "--dir", str(self.directory)]
+        self.process = subprocess.Popen(command, stdout=subprocess.DEVNULL)
+        client = redis.Redis(port=self.port)
+
+        def answers() -> bool:
+            try:
+                return bool(client.ping())
+            except redis.ConnectionError:
+                return False
+
+        try:
+            wait_until(answers, timeout=10, what="the private redis-server to answer")
+        finally:
+            client.close()
+
+    def stop(self) -> None:
+        """Stop the server; what it held is gone."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            self.process.wait(10)
+
+
+@pytest.fixture
+def private_redis(tmp_path: pathlib.Path) -> Iterator[PrivateRedis]:
+    """A private Redis server, started; stopped after the test."""
+    if shutil.which("redis-server") is None:
+        if REQUIRE_SERVICES:
+            pytest.fail("redis-server is not installed (JOBRUNNER_TEST_REQUIRE_SERVICES=1)")
+        pytest.skip("redis-server is not installed")
+    server = PrivateRedis(tmp_path)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
 
 
 def make_record(**fields: Any) -> JobRecord:

@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import pathlib
-import shutil
 import subprocess
 import sys
 import threading
@@ -24,8 +22,8 @@ from typing import Any
 import pytest
 import redis
 
-from cluster import free_port, wait_for
-from conftest import REQUIRE_SERVICES, SERVER_URLS, make_record, server_down, wait_until
+from cluster import wait_for
+from conftest import SERVER_URLS, PrivateRedis, free_port, make_record, server_down, wait_until
 from flask_jobrunner.backends import load_backend
 from flask_jobrunner.backends.redis import RedisBackend
 from flask_jobrunner.errors import BackendUnavailable, JobConflict
@@ -714,56 +712,6 @@ def test_an_unreachable_server_raises_backend_unavailable_promptly() -> None:
         backend.interrupt()  # the worker calls it at shutdown, whatever the server's state
     finally:
         backend.close()
-
-
-class PrivateRedis:
-    """A ``redis-server`` of this test alone, on a free port, keeping nothing on disk."""
-
-    def __init__(self, directory: pathlib.Path) -> None:
-        self.port = free_port()
-        self.directory = directory
-        self.process: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
-
-    def start(self) -> None:
-        command = ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1"]
-        command += ["--save", "", "--appendonly", "no", "--dir", str(self.directory)]
-        self.process = subprocess.Popen(command, stdout=subprocess.DEVNULL)
-        client = redis.Redis(port=self.port)
-        try:
-            wait_until(lambda: self._answers(client), timeout=10)
-        finally:
-            client.close()
-
-    def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            self.process.wait(10)
-
-    @staticmethod
-    def _answers(client: redis.Redis) -> bool:
-        try:
-            return bool(client.ping())
-        except redis.ConnectionError:
-            return False
-
-
-@pytest.fixture
-def private_redis(tmp_path: pathlib.Path) -> Iterator[PrivateRedis]:
-    """A private Redis server, started; stopped after the test."""
-    if shutil.which("redis-server") is None:
-        if REQUIRE_SERVICES:
-            pytest.fail("redis-server is not installed (JOBRUNNER_TEST_REQUIRE_SERVICES=1)")
-        pytest.skip("redis-server is not installed")
-    server = PrivateRedis(tmp_path)
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 def test_the_same_instance_works_again_after_the_server_comes_back(
