@@ -1,5 +1,5 @@
 """Run the benchmark: ``python -m bench --help``."""
 
-from bench.run import main
+from bench.cli import main
 
 main()
