@@ -153,7 +153,7 @@ class JobRecord:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> JobRecord:
         """Load a record from :meth:`to_dict` data; unknown keys are ignored."""
-        known = {field.name for field in dataclasses.fields(cls)}
+        known = _FIELD_NAMES if cls is JobRecord else {f.name for f in dataclasses.fields(cls)}
         values = {key: value for key, value in data.items() if key in known}
         for name in _TIME_FIELDS:
             if isinstance(values.get(name), str):
@@ -176,6 +176,8 @@ def copy_data(value: Any) -> Any:
     return deepcopy(value)
 
 
+# Read on every load of a record (each claim): computed once.
+_FIELD_NAMES = frozenset(field.name for field in dataclasses.fields(JobRecord))
 _TIME_FIELDS = tuple(
     field.name for field in dataclasses.fields(JobRecord) if "datetime" in str(field.type)
 )

@@ -12,6 +12,7 @@ import base64
 import json
 import threading
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta, timezone
 from typing import Any
@@ -1184,3 +1185,254 @@ def test_wait_finished_returns_the_unfinished_job_after_its_timeout(backend: Bac
 
 def test_wait_finished_of_an_unknown_job_is_none(backend: Backend) -> None:
     assert backend.wait_finished(new_job_id(), timeout=0.1) is None
+
+
+# -- wait_changed ------------------------------------------------------------
+
+
+def revision_of(record: JobRecord) -> datetime:
+    """A job's revision as the contract defines it: ``updated_at``, else ``created_at``."""
+    return record.updated_at or record.created_at
+
+
+def test_wait_changed_returns_at_once_without_a_revision_or_when_newer(backend: Backend) -> None:
+    job = enqueue(backend)
+    earlier = revision_of(job) - timedelta(microseconds=1)
+
+    start = time.monotonic()
+    first = backend.wait_changed(job.id, None, timeout=10)
+    newer = backend.wait_changed(job.id, earlier, timeout=10)
+
+    assert time.monotonic() - start < 5
+    assert first == stored(backend, job.id)
+    assert newer == stored(backend, job.id)
+
+
+def test_wait_changed_wakes_on_a_change_from_another_thread(backend: Backend) -> None:
+    job = enqueue(backend)
+    claim = claim_one(backend)
+    seen = revision_of(stored(backend, job.id))
+
+    def report_soon() -> LeaseState:
+        time.sleep(0.2)
+        return backend.progress(job.id, claim.token, Progress(percentage=40.0), lease=LEASE)
+
+    reporter = InThread(report_soon, name="reporter")
+    start = time.monotonic()
+    record = backend.wait_changed(job.id, seen, timeout=10)
+    elapsed = time.monotonic() - start
+
+    assert reporter.join() is LeaseState.HELD
+    assert record is not None
+    assert record.percentage == 40.0
+    assert revision_of(record) > seen
+    assert elapsed < 5
+
+
+def test_wait_changed_returns_the_unchanged_job_at_its_timeout(backend: Backend) -> None:
+    job = enqueue(backend)
+    claim = claim_one(backend)
+    seen = stored(backend, job.id)
+    # A heartbeat renews the lease only: it is not a change.
+    beats = InThread(lambda: backend.heartbeat(job.id, claim.token, lease=LEASE), name="beat")
+
+    start = time.monotonic()
+    record = backend.wait_changed(job.id, revision_of(seen), timeout=0.4)
+    elapsed = time.monotonic() - start
+
+    assert beats.join() is LeaseState.HELD
+    assert record is not None
+    assert revision_of(record) == revision_of(seen)
+    assert record.status is JobStatus.IN_PROGRESS
+    assert 0.35 <= elapsed < 5
+
+
+def test_wait_changed_of_an_unknown_job_is_none(backend: Backend) -> None:
+    assert backend.wait_changed(new_job_id(), None, timeout=0.1) is None
+    assert backend.wait_changed(new_job_id(), backend.now(), timeout=0.1) is None
+
+
+def test_every_change_moves_the_revision_forward(backend: Backend) -> None:
+    job = enqueue(backend)
+    revisions = [revision_of(job)]
+
+    def changed(what: str) -> None:
+        record = backend.wait_changed(job.id, revisions[-1], timeout=0)
+        assert record is not None
+        assert revision_of(record) > revisions[-1], f"{what} did not move the revision"
+        revisions.append(revision_of(record))
+
+    claim = claim_one(backend)
+    changed("claim")
+    backend.progress(job.id, claim.token, Progress(percentage=10.0), lease=LEASE)
+    changed("progress")
+    assert backend.retry_later(job.id, claim.token, backend.now(), FAILED_ONCE)
+    changed("retry_later")
+    claim = claim_one(backend)
+    changed("claim after a retry")
+    assert backend.release(job.id, claim.token)
+    changed("release")
+    claim = claim_one(backend, lease=0.05)
+    changed("claim with a short lease")
+    expire_and_recover(backend, max_recoveries=3)
+    changed("recovery")
+    claim = claim_one(backend)
+    changed("claim after a recovery")
+    backend.request_cancel(job.id)
+    changed("cancel request")
+    assert backend.finish(job.id, claim.token, DONE)
+    changed("finish")
+
+
+# -- claim_tick: a periodic schedule's tick is claimed once ------------------------
+
+
+def a_schedule_name() -> str:
+    """A schedule name no other test uses: tick records outlive ``clear()`` on SQL."""
+    return f"contract-{uuid.uuid4().hex}"
+
+
+def test_claim_tick_is_true_for_exactly_one_of_many_racing_threads(backend: Backend) -> None:
+    schedule = a_schedule_name()
+    tick = datetime(2030, 1, 1, 2, 0, tzinfo=timezone.utc)
+    racers = 8
+    start = threading.Barrier(racers)
+    answers: list[bool] = []
+    errors: list[BaseException] = []
+
+    def race() -> None:
+        try:
+            start.wait(10)
+            answers.append(backend.claim_tick(schedule, tick))
+        except BaseException as error:
+            errors.append(error)
+
+    threads = [threading.Thread(target=race) for _ in range(racers)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    assert not errors
+    assert sorted(answers) == [False] * (racers - 1) + [True]
+    assert backend.claim_tick(schedule, tick) is False
+
+
+def test_claim_tick_tells_ticks_and_schedules_apart(backend: Backend) -> None:
+    schedule, other = a_schedule_name(), a_schedule_name()
+    tick = datetime(2030, 1, 1, 2, 0, tzinfo=timezone.utc)
+
+    assert backend.claim_tick(schedule, tick) is True
+    assert backend.claim_tick(schedule, tick + timedelta(seconds=1)) is True
+    assert backend.claim_tick(schedule, tick + timedelta(microseconds=1)) is True
+    assert backend.claim_tick(other, tick) is True
+    # The same moment written in another timezone is the same tick.
+    assert backend.claim_tick(schedule, tick.astimezone(timezone(timedelta(hours=-5)))) is False
+
+
+# -- enqueue_many and finish_many ------------------------------------------------
+
+
+def test_enqueue_many_stores_every_job_pending_and_claimable_oldest_first(
+    backend: Backend,
+) -> None:
+    base = backend.now() - timedelta(seconds=60)
+    records = [
+        make_record(created_at=base + timedelta(milliseconds=index), args=[index], created_by="ann")
+        for index in range(30)
+    ]
+
+    backend.enqueue_many(records)
+
+    for record in records:
+        assert stored(backend, record.id).status is JobStatus.PENDING
+        assert stored(backend, record.id).args == record.args
+    assert backend.counts()[JobStatus.PENDING] == 30
+    page, _ = backend.list_jobs(created_by="ann", limit=100)
+    assert [job.id for job in page] == [record.id for record in reversed(records)]
+    claimed = [claim.record.id for claim in backend.claim([QUEUE], lease=LEASE, limit=12)]
+    claimed += [claim.record.id for claim in backend.claim([QUEUE], lease=LEASE, limit=100)]
+    assert claimed == [record.id for record in records]
+
+
+def test_enqueue_many_honours_run_at_and_queues(backend: Backend) -> None:
+    later = make_record(run_at=backend.now() + timedelta(seconds=0.6))
+    other = make_record(queue="other")
+    now = make_record()
+
+    backend.enqueue_many([later, other, now])
+
+    assert [claim.record.id for claim in backend.claim([QUEUE], lease=LEASE, limit=5)] == [now.id]
+    assert [claim.record.id for claim in backend.claim(["other"], lease=LEASE)] == [other.id]
+    claims = backend.claim([QUEUE], lease=LEASE, limit=5, timeout=5)
+    assert [claim.record.id for claim in claims] == [later.id]
+
+
+def test_enqueue_many_wakes_a_waiting_claim(backend: Backend) -> None:
+    waiting = InThread(lambda: backend.claim([QUEUE], lease=LEASE, limit=10, timeout=10))
+    time.sleep(0.2)  # let the claim start waiting; it returns as soon as jobs are stored
+    records = [make_record() for _ in range(3)]
+    backend.enqueue_many(records)
+
+    claims = waiting.join()
+    assert claims, "the waiting claim was not woken"
+    assert waiting.elapsed is not None
+    assert waiting.elapsed < 5
+
+
+def test_enqueue_many_refuses_unique_and_idempotency_keys_and_stores_nothing(
+    backend: Backend,
+) -> None:
+    plain = make_record()
+    for keyed in (make_record(unique_key="nightly"), make_record(idempotency_key="u:k")):
+        with pytest.raises(ValueError, match="has a unique or an idempotency key"):
+            backend.enqueue_many([plain, keyed])
+    assert backend.get(plain.id) is None
+    assert backend.counts()[JobStatus.PENDING] == 0
+
+
+def test_enqueue_many_of_nothing_stores_nothing(backend: Backend) -> None:
+    backend.enqueue_many([])
+    assert backend.counts()[JobStatus.PENDING] == 0
+
+
+def test_enqueue_many_again_stores_no_job_twice(backend: Backend) -> None:
+    records = [make_record() for _ in range(5)]
+    backend.enqueue_many(records)
+    backend.enqueue_many(records)  # a replay, say of a call whose answer was lost
+
+    assert backend.counts()[JobStatus.PENDING] == 5
+    assert len(backend.claim([QUEUE], lease=LEASE, limit=20)) == 5
+
+
+def test_enqueue_many_takes_more_jobs_than_one_batch(backend: Backend) -> None:
+    records = [make_record() for _ in range(2500)]
+    backend.enqueue_many(records)
+
+    assert backend.counts()[JobStatus.PENDING] == 2500
+    claimed = {
+        claim.record.id for _ in range(3) for claim in backend.claim([QUEUE], lease=60, limit=1000)
+    }
+    assert claimed == {record.id for record in records}
+
+
+def test_finish_many_answers_each_finish_as_finish_would(backend: Backend) -> None:
+    held = [enqueue(backend) for _ in range(3)]
+    claims = backend.claim([QUEUE], lease=LEASE, limit=3)
+    lost = claims[2]
+    assert backend.release(lost.record.id, lost.token)
+
+    answers = backend.finish_many(
+        [
+            (claims[0].record.id, claims[0].token, DONE),
+            (claims[1].record.id, claims[1].token, FAILED_ONCE),
+            (lost.record.id, lost.token, DONE),
+            (claims[0].record.id, claims[0].token, DONE),
+        ]
+    )
+
+    assert answers == [True, True, False, False]
+    first, second, third = (stored(backend, job.id) for job in held)
+    assert (first.status, first.result) == (JobStatus.COMPLETED, {"ok": True})
+    assert (second.status, second.error_type) == (JobStatus.FAILED, ErrorType.SYSTEM)
+    assert third.status is JobStatus.PENDING
+    assert backend.finish_many([]) == []

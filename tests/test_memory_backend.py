@@ -294,3 +294,25 @@ def test_a_result_of_another_type_is_copied_too() -> None:
     again = backend.get(stored.id)
     assert again is not None
     assert again.result == ([1], {"a": [2]})
+
+
+def test_enqueue_many_refuses_a_batch_there_is_no_room_for_and_stores_none() -> None:
+    backend = MemoryBackend(max_jobs=5)
+    backend.enqueue_many([make_record() for _ in range(3)])
+    refused = [make_record() for _ in range(3)]
+
+    with pytest.raises(BackendUnavailable, match="cannot take 3 more jobs"):
+        backend.enqueue_many(refused)
+
+    assert len(backend) == 3
+    assert all(backend.get(record.id) is None for record in refused)
+
+
+def test_enqueue_many_evicts_finished_jobs_to_make_room() -> None:
+    backend = MemoryBackend(max_jobs=3)
+    finished = [run_one_job(backend) for _ in range(3)]
+
+    backend.enqueue_many([make_record() for _ in range(2)])
+
+    assert len(backend) == 3
+    assert [backend.get(record.id) is None for record in finished] == [True, True, False]

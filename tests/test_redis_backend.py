@@ -762,3 +762,172 @@ def test_an_enqueue_replayed_after_a_lost_answer_stores_nothing_twice(
     assert again == first
     assert backend.counts()[JobStatus.PENDING] == 1
     assert len(backend.claim(["default"], lease=LEASE, limit=5)) == 1
+
+
+# -- bulk enqueue, batched finishes, reused subscriptions ----------------------
+
+
+def test_enqueue_many_is_one_round_trip_and_publishes_each_job(
+    private_redis: PrivateRedis,
+) -> None:
+    backend = load_backend(private_redis.url, redis_prefix="jrtest:bulk")
+    server = redis.Redis.from_url(private_redis.url, decode_responses=True)
+    records = [make_record() for _ in range(3)]
+    channels = [f"jrtest:bulk:events:{record.id}" for record in records]
+    try:
+        backend.enqueue_many([make_record()])  # loads the script
+        with server.pubsub() as pubsub:  # type: ignore[no-untyped-call]
+            pubsub.subscribe(*channels)
+            wait_until(lambda: server.pubsub_numsub(channels[2]) == [(channels[2], 1)], timeout=5)
+            server.config_resetstat()
+
+            backend.enqueue_many(records)
+
+            stats = server.info("commandstats")
+            published: list[dict[str, Any]] = []
+            deadline = time.monotonic() + 5
+            while len(published) < 3 and time.monotonic() < deadline:
+                message = pubsub.get_message(ignore_subscribe_messages=True, timeout=0.5)
+                if message is not None:
+                    published.append(json.loads(message["data"]))
+        # This server is the test's own: every script it ran is the backend's.
+        assert stats["cmdstat_evalsha"]["calls"] == 1
+        assert stats["cmdstat_hset"]["calls"] == 3
+        assert sorted(event["id"] for event in published) == sorted(r.id for r in records)
+        assert {event["status"] for event in published} == {"pending"}
+    finally:
+        backend.close()
+        server.close()
+
+
+def test_sequential_waits_reuse_their_subscriber_connections(
+    backend: RedisBackend, server: redis.Redis, prefix: str
+) -> None:
+    def subscribers() -> int:
+        return sum(1 for client in server.client_list() if int(client.get("sub", 0)) > 0)
+
+    before = subscribers()
+    for _ in range(20):
+        job = enqueue(backend)
+        claim = backend.claim(["default"], lease=LEASE)[0]
+        finisher = threading.Timer(0.01, backend.finish, (job.id, claim.token, DONE))
+        finisher.start()
+        record = backend.wait_finished(job.id, timeout=10)
+        finisher.join()
+        assert record is not None
+        assert record.status is JobStatus.COMPLETED
+        # The same job again: the subscriber left from the last wait serves it.
+        again = backend.wait_finished(job.id, timeout=10)
+        assert again is not None
+        assert again.status is JobStatus.COMPLETED
+    assert subscribers() - before <= 1
+
+
+def test_a_wait_on_a_reused_subscriber_is_woken_by_the_finish(backend: RedisBackend) -> None:
+    first = enqueue(backend)
+    claim = backend.claim(["default"], lease=LEASE)[0]
+    assert backend.finish(first.id, claim.token, DONE)
+    assert backend.wait_finished(first.id, timeout=5) is not None  # leaves a subscriber behind
+
+    job = enqueue(backend)
+    claim = backend.claim(["default"], lease=LEASE)[0]
+    waiter = InThread(lambda: backend.wait_finished(job.id, timeout=20))
+    time.sleep(0.2)
+    finished_at = time.monotonic()
+    assert backend.finish(job.id, claim.token, DONE)
+
+    record = waiter.join()
+    assert record is not None
+    assert record.status is JobStatus.COMPLETED
+    assert waiter.returned_at - finished_at < 1.5
+
+
+def test_finish_many_writes_every_final_state_in_one_script_call(backend: RedisBackend) -> None:
+    for _ in range(4):
+        enqueue(backend)
+    claims = backend.claim(["default"], lease=LEASE, limit=4)
+
+    answers = backend.finish_many([(c.record.id, c.token, DONE) for c in claims])
+
+    assert answers == [True] * 4
+    assert backend.counts()[JobStatus.COMPLETED] == 4
+    with pytest.raises(ValueError, match="needs a final status"):
+        backend.finish_many([(claims[0].record.id, claims[0].token, Outcome(JobStatus.PENDING))])
+
+
+# -- the quick paths: plain enqueue, get without a script, claim behind the wait --
+
+
+def test_a_plain_enqueue_stores_and_publishes_what_a_checked_one_does(
+    backend: RedisBackend, server: redis.Redis, prefix: str
+) -> None:
+    # No unique or idempotency key takes the short script; a key takes the full one.
+    plain = make_record(task="tests.same", created_by="alice", kwargs={"n": [1.5, []]})
+    checked = make_record(
+        task="tests.same", created_by="alice", kwargs={"n": [1.5, []]}, idempotency_key="a:k"
+    )
+    pubsub = server.pubsub()
+    pubsub.subscribe(*(f"{prefix}:events:{record.id}" for record in (plain, checked)))
+    try:
+        for _ in range(2):
+            wait_for(lambda: pubsub.get_message(timeout=0.5), "the subscription", 10)
+        backend.enqueue(plain)
+        backend.enqueue(checked)
+        published = [wait_for(lambda: pubsub.get_message(timeout=0.5), "an event", 10)]
+        published.append(wait_for(lambda: pubsub.get_message(timeout=0.5), "an event", 10))
+    finally:
+        pubsub.close()
+
+    events = [json.loads(message["data"]) for message in published]
+    assert [event["id"] for event in events] == [plain.id, checked.id]
+    assert JobRecord.from_dict(events[0]) == backend.get(plain.id) == plain
+    plain_hash, checked_hash = (
+        server.hgetall(f"{prefix}:job:{record.id}") for record in (plain, checked)
+    )
+    assert set(checked_hash) - set(plain_hash) == {"ik"}
+    for listing in ({"task": "tests.same"}, {"created_by": "alice"}, {"status": JobStatus.PENDING}):
+        page, _ = backend.list_jobs(**listing)  # type: ignore[arg-type]
+        assert [record.id for record in page] == [checked.id, plain.id]
+    assert backend.counts()[JobStatus.PENDING] == 2
+    claims = backend.claim(["default"], lease=LEASE, limit=5)
+    assert [claim.record.id for claim in claims] == [plain.id, checked.id]
+
+
+def test_a_plain_enqueue_replayed_after_a_lost_answer_stores_nothing_twice(
+    backend: RedisBackend,
+) -> None:
+    record = make_record()
+    backend.enqueue(record)
+    claim = backend.claim(["default"], lease=LEASE)[0]
+
+    again, created = backend.enqueue(record)
+
+    assert created is True
+    assert again == claim.record  # the stored job, not a second one
+    assert backend.counts()[JobStatus.PENDING] == 0
+    assert backend.claim(["default"], lease=LEASE) == []
+
+
+def test_get_reads_a_job_as_the_scripts_render_it(backend: RedisBackend) -> None:
+    # get() builds the record from the hash in Python; the scripts render it in Lua.
+    job = enqueue(backend, run_at=backend.now() - timedelta(seconds=1), created_by="bob")
+    claim = backend.claim(["default"], lease=LEASE)[0]
+    assert backend.get(job.id) == claim.record
+    backend.progress(job.id, claim.token, Progress(100 / 3, "Zoë ✓", 2**53 + 1, 7), lease=LEASE)
+    cancelling = backend.request_cancel(job.id)
+    assert cancelling is not None
+    assert cancelling.cancel_requested
+    assert backend.get(job.id) == cancelling
+    # A retry of a job asked to stop ends it cancelled, keeping the error.
+    assert backend.retry_later(job.id, claim.token, backend.now(), FAILED)
+    stored = backend.get(job.id)
+    assert stored == backend.request_cancel(job.id)  # rendered by the script, unchanged
+    assert stored is not None
+    assert stored.status is JobStatus.CANCELLED
+    assert (stored.error, stored.error_type, stored.attempts) == (
+        "Internal error: boom",
+        ErrorType.SYSTEM,
+        1,
+    )
+    assert stored.finished_at is not None
+    assert stored.token is None

@@ -19,6 +19,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -30,9 +31,17 @@ from conftest import make_record, wait_until
 from flask_jobrunner import JobRunner
 from flask_jobrunner.backends import load_backend
 from flask_jobrunner.backends.sql import SQLBackend
+from flask_jobrunner.backends.sql_schema import job_progress as job_progress_table
 from flask_jobrunner.backends.sql_schema import jobs as jobs_table
 from flask_jobrunner.errors import BackendUnavailable, ConfigurationError, JobConflict
-from flask_jobrunner.record import JobRecord, JobStatus, Outcome, Progress, new_job_id
+from flask_jobrunner.record import (
+    ErrorType,
+    JobRecord,
+    JobStatus,
+    Outcome,
+    Progress,
+    new_job_id,
+)
 
 SQL_IDS = ["sqlite", "postgresql", "mysql"]
 SERVER_IDS = ["postgresql", "mysql"]
@@ -662,3 +671,253 @@ def test_postgres_listening_resumes_once_the_server_is_back(
     wait_until(lambda: listener.is_listening, timeout=10)  # it has reconnected
     waiter.join(10)
     assert_woken_by_notify(backend, direct)
+
+
+# -- fewer round trips ---------------------------------------------------------
+
+
+@contextlib.contextmanager
+def counted_statements(backend: SQLBackend) -> Iterator[list[str]]:
+    """The statements *backend* sends meanwhile (an ``executemany`` counts once per batch)."""
+    statements: list[str] = []
+
+    def count(*args: Any) -> None:
+        statements.append(args[2])
+
+    sa.event.listen(backend.engine, "before_cursor_execute", count)
+    try:
+        yield statements
+    finally:
+        sa.event.remove(backend.engine, "before_cursor_execute", count)
+
+
+def kill_other_sessions(url: str) -> None:
+    """End, on the server, every session of *url*'s database but the caller's, and wait for it."""
+    # Autocommit: PostgreSQL shows a transaction one snapshot of its sessions.
+    admin = sa.create_engine(url, poolclass=sa.NullPool, isolation_level="AUTOCOMMIT")
+    is_postgres = admin.dialect.name == "postgresql"
+    others = (
+        "SELECT pid FROM pg_stat_activity WHERE datname = current_database()"
+        " AND pid <> pg_backend_pid()"
+        if is_postgres
+        else "SELECT id FROM information_schema.processlist WHERE db = DATABASE()"
+        " AND id <> CONNECTION_ID()"
+    )
+    try:
+        with admin.connect() as connection:
+            for (session,) in connection.exec_driver_sql(others).all():
+                if is_postgres:
+                    connection.exec_driver_sql(f"SELECT pg_terminate_backend({int(session)})")
+                else:
+                    with contextlib.suppress(sa.exc.DBAPIError):  # it may have just ended
+                        connection.exec_driver_sql(f"KILL {int(session)}")
+            wait_until(lambda: not connection.exec_driver_sql(others).all(), timeout=10)
+    finally:
+        admin.dispose()
+
+
+def test_pooled_connections_the_server_ended_are_replaced_without_an_error(
+    server_url: str, open_backend: Callable[..., SQLBackend]
+) -> None:
+    backend = open_backend(server_url)
+    started = threading.Barrier(4)
+
+    def use_a_connection() -> None:  # several at once, so the pool holds several
+        started.wait(10)
+        backend.enqueue(make_record())
+
+    users = [threading.Thread(target=use_a_connection, name="user") for _ in range(4)]
+    for user in users:
+        user.start()
+    for user in users:
+        user.join(10)
+    assert backend.engine.pool.checkedin() >= 2  # type: ignore[attr-defined]
+
+    kill_other_sessions(server_url)  # as a server restart or an idle timeout would
+
+    job, _ = backend.enqueue(make_record())
+    assert backend.get(job.id) == job
+    claims = backend.claim(["default"], lease=LEASE, limit=10)
+    assert len(claims) == 5
+    assert backend.finish_many([(c.record.id, c.token, DONE) for c in claims]) == [True] * 5
+
+
+def test_enqueue_many_stores_every_job_in_few_statements_in_order(
+    sql_url: str, open_backend: Callable[..., SQLBackend]
+) -> None:
+    backend = open_backend(sql_url)
+    base = backend.now()
+    records = [
+        make_record(created_at=base - timedelta(seconds=1) + timedelta(microseconds=n))
+        for n in range(250)
+    ]
+    later = make_record(run_at=base + timedelta(hours=1))
+
+    with counted_statements(backend) as statements:
+        backend.enqueue_many([*records, later])
+
+    assert len(statements) <= 4, statements  # the clock, and 100 rows per INSERT at most
+    assert backend.get(records[7].id) == records[7]
+    claims = backend.claim(["default"], lease=LEASE, limit=300)
+    assert [claim.record.id for claim in claims] == [record.id for record in records]
+    assert backend.get(later.id).status is JobStatus.PENDING  # type: ignore[union-attr]
+
+
+def test_enqueue_many_leaves_a_stored_job_as_it_is_and_stores_the_new_ones(
+    sql_url: str, open_backend: Callable[..., SQLBackend]
+) -> None:
+    backend = open_backend(sql_url)
+    taken, _ = backend.enqueue(make_record())
+    (claim,) = backend.claim(["default"], lease=LEASE)
+    batch = [make_record() for _ in range(150)]
+
+    backend.enqueue_many([*batch, make_record(id=taken.id), batch[3]])
+
+    assert backend.get(taken.id) == claim.record  # still running, unchanged
+    assert backend.counts()[JobStatus.PENDING] == 150
+
+
+def test_enqueue_many_stores_none_when_one_row_is_refused(
+    server_url: str, open_backend: Callable[..., SQLBackend]
+) -> None:
+    backend = open_backend(server_url)
+    batch = [make_record() for _ in range(150)]  # two INSERTs; the second one fails
+    refused = make_record(task="t" * 300)  # longer than the column allows
+
+    with pytest.raises(sa.exc.DBAPIError):
+        backend.enqueue_many([*batch, refused])
+
+    assert backend.counts()[JobStatus.PENDING] == 0
+
+
+def test_enqueue_many_refuses_keyed_jobs_and_stores_nothing(
+    sql_url: str, open_backend: Callable[..., SQLBackend]
+) -> None:
+    backend = open_backend(sql_url)
+
+    with pytest.raises(ValueError, match="unique or an idempotency key"):
+        backend.enqueue_many([make_record(), make_record(unique_key="tests.task")])
+
+    assert backend.counts()[JobStatus.PENDING] == 0
+
+
+def test_finish_many_writes_each_outcome_in_one_update(
+    sql_url: str, open_backend: Callable[..., SQLBackend]
+) -> None:
+    backend = open_backend(sql_url)
+    for _ in range(4):
+        backend.enqueue(make_record())
+    first, second, third, fourth = backend.claim(["default"], lease=LEASE, limit=4)
+    failed = Outcome(JobStatus.FAILED, error="Internal error: boom", error_type=ErrorType.SYSTEM)
+    reported = Outcome(
+        JobStatus.COMPLETED, result=[1, 2], progress=Progress(percentage=100.0, message="all")
+    )
+
+    with counted_statements(backend) as statements:
+        answers = backend.finish_many(
+            [
+                (first.record.id, first.token, DONE),
+                (second.record.id, second.token, failed),
+                (third.record.id, "not-its-token", DONE),
+                (fourth.record.id, fourth.token, reported),
+            ]
+        )
+
+    assert answers == [True, True, False, True]
+    assert len(statements) <= 3, statements  # (MariaDB: lock), update, log the progress
+    done, broken, still, logged = (
+        summary(backend.get(claim.record.id)) for claim in (first, second, third, fourth)
+    )
+    assert done == (JobStatus.COMPLETED, {"ok": True}, None, None, None)
+    assert broken == (JobStatus.FAILED, None, "Internal error: boom", None, None)
+    assert still == (JobStatus.IN_PROGRESS, None, None, third.token, None)
+    assert logged == (JobStatus.COMPLETED, [1, 2], None, None, "all")
+    assert backend.finish(third.record.id, third.token, DONE)
+    with backend.engine.connect() as connection:
+        log = connection.execute(sa.select(job_progress_table.c.job_id)).scalars().all()
+    assert log == [fourth.record.id]
+
+
+def summary(record: JobRecord | None) -> tuple[Any, ...]:
+    """What a finish writes, of *record*: status, result, error, token and message."""
+    assert record is not None
+    return (record.status, record.result, record.error, record.token, record.message)
+
+
+def test_finish_many_refuses_every_token_that_lost_its_job(
+    sql_url: str, open_backend: Callable[..., SQLBackend]
+) -> None:
+    backend = open_backend(sql_url)
+    backend.enqueue(make_record())
+    backend.enqueue(make_record())
+    first, second = backend.claim(["default"], lease=LEASE, limit=2)
+    assert backend.finish(first.record.id, first.token, DONE)
+
+    answers = backend.finish_many(
+        [(first.record.id, first.token, DONE), (second.record.id, "lost", DONE)]
+    )
+
+    assert answers == [False, False]
+    assert backend.get(second.record.id).status is JobStatus.IN_PROGRESS  # type: ignore[union-attr]
+
+
+def assert_waits_without_polling(
+    waiting: SQLBackend, wait: Callable[[], Any], change: Callable[[], object]
+) -> Any:
+    """*wait* on *waiting* sends no queries while nothing changes, and returns once *change* ran."""
+    returned: list[Any] = []
+    with counted_statements(waiting) as statements:
+        waiter = threading.Thread(target=lambda: returned.append(wait()), name="waiter")
+        waiter.start()
+        try:
+            time.sleep(1.0)  # long enough for a polling wait to have polled many times
+            idle_statements = len(statements)
+            change()
+            waiter.join(10)
+        finally:
+            waiter.join(30)
+    assert not waiter.is_alive()
+    assert idle_statements <= 2, statements  # the first read, no polling
+    return returned[0]
+
+
+def test_postgres_wait_finished_is_woken_by_the_finish(
+    postgres_url: str, open_backend: Callable[..., SQLBackend]
+) -> None:
+    waiting = open_backend(postgres_url)
+    worker = open_backend(postgres_url)
+    job, _ = worker.enqueue(make_record())
+    (claim,) = worker.claim(["default"], lease=LEASE)
+
+    finished = assert_waits_without_polling(
+        waiting,
+        lambda: waiting.wait_finished(job.id, timeout=30),
+        lambda: worker.finish(job.id, claim.token, DONE),
+    )
+
+    assert finished.status is JobStatus.COMPLETED
+
+
+def test_postgres_wait_changed_is_woken_by_progress_but_not_by_a_heartbeat(
+    postgres_url: str, open_backend: Callable[..., SQLBackend]
+) -> None:
+    waiting = open_backend(postgres_url)
+    worker = open_backend(postgres_url)
+    job, _ = worker.enqueue(make_record())
+    (claim,) = worker.claim(["default"], lease=LEASE)
+    claimed = waiting.get(job.id)
+    assert claimed is not None
+
+    def heartbeat_then_progress() -> None:
+        worker.heartbeat(job.id, claim.token, lease=LEASE)
+        time.sleep(0.3)
+        worker.progress(job.id, claim.token, Progress(percentage=50.0), lease=LEASE)
+
+    changed = assert_waits_without_polling(
+        waiting,
+        lambda: waiting.wait_changed(job.id, claimed.updated_at, timeout=30),
+        heartbeat_then_progress,
+    )
+
+    assert changed.percentage == 50.0
+    assert changed.updated_at > claimed.updated_at

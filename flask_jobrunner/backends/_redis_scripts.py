@@ -2,8 +2,8 @@
 
 Each state transition is one script, so it is atomic and costs one round
 trip. Every script gets the key prefix (with its trailing ``:``) as
-``ARGV[1]`` and the result TTL in milliseconds as ``ARGV[2]``; its own
-arguments follow. The keys a caller can name are passed in ``KEYS``; keys
+``ARGV[1]`` and, but for ``ENQUEUE_PLAIN``, the result TTL in milliseconds as
+``ARGV[2]``; its own arguments follow. The keys a caller can name are passed in ``KEYS``; keys
 that only the stored job knows (its queue, its unique key) are built from the
 prefix inside the script, so on Redis Cluster the prefix must carry a hash
 tag (``{jobrunner}``) to keep every key in one slot.
@@ -23,7 +23,11 @@ so JSON from Python is only ever copied, never decoded and encoded again.
 
 :func:`render` rebuilds the record's :meth:`~flask_jobrunner.record.JobRecord.to_dict`
 JSON from the hash; it is what the scripts return and what they publish on
-``<prefix>events:<id>`` (without the token) at every transition.
+``<prefix>events:<id>`` (without the token) at every transition. Reading a
+job needs no script: :meth:`~flask_jobrunner.backends.redis.RedisBackend.get`
+builds the same record from ``HGETALL``, sparing the server the rendering.
+The submit of a plain job (``ENQUEUE_PLAIN``) and the start of every script
+run often, so that one is written without the helpers.
 """
 
 from __future__ import annotations
@@ -275,11 +279,110 @@ return {'created'}
 """
 )
 
-#: KEYS: the ready set of each queue. ARGV: lease (us), limit, token stem, queue names.
+#: The common case of ENQUEUE, without the helpers: a job due at once, with
+#: no unique or idempotency key and no field beyond those every new job has.
+#: It writes what ENQUEUE writes, from as few arguments as will do, since
+#: redis-py's cost per call grows with their number.
+#: KEYS: job. ARGV: prefix, queue, task, created (us), sort key, index entry,
+#: doc, [creator]. Returns 1, or 0 if the job exists already (ENQUEUE then answers).
+ENQUEUE_PLAIN = r"""
+local key, P, queue, created, sort_key, doc = KEYS[1], ARGV[1], ARGV[2], ARGV[4], ARGV[5], ARGV[7]
+if redis.call('EXISTS', key) == 1 then return 0 end
+local id = string.sub(sort_key, 20)
+redis.call('HSET', key, 'st', 'pending', 'q', queue, 'cu', created, 'sk', sort_key,
+  'ix', ARGV[6], 'doc', doc)
+-- Due at its creation, never later than now, as make_ready has it.
+local t = redis.call('TIME')
+local due = math.min(tonumber(created), tonumber(t[1]) * 1000000 + tonumber(t[2]))
+redis.call('ZADD', P .. 'queue:' .. queue, string.format('%d', due), id)
+redis.call('ZADD', P .. 'jobs', 0, sort_key)
+redis.call('ZADD', P .. 'status:pending', 0, sort_key)
+redis.call('ZADD', P .. 'task:' .. ARGV[3], 0, sort_key)
+if ARGV[8] then redis.call('ZADD', P .. 'user:' .. ARGV[8], 0, sort_key) end
+local notify = P .. 'notify:' .. queue
+redis.call('LPUSH', notify, '1')
+redis.call('LTRIM', notify, 0, 0)
+-- render() of this job, the doc's fields first.
+redis.call('PUBLISH', P .. 'events:' .. id, string.sub(doc, 1, -2) .. ',"status":"pending"'
+  .. ',"started_at":null,"updated_at":null,"finished_at":null,"run_at":null'
+  .. ',"lease_expires_at":null,"percentage":null,"message":null,"items_processed":null'
+  .. ',"total_items":null,"result":null,"error":null,"error_type":null'
+  .. ',"error_details":null,"attempts":0,"recoveries":0,"cancel_requested":false}')
+return 1
+"""
+
+#: KEYS: the index sets of all jobs and of pending ones. ARGV: per job, id,
+#: queue, created (us), run_at (us), sort key, doc, index entry, task,
+#: creator, the count of other hash fields, then those as name/value pairs.
+#: Jobs have no unique or idempotency key. Returns how many were stored.
+ENQUEUE_MANY = (
+    PRELUDE
+    + r"""
+local now = clock()
+local index, queues, tasks, users = {}, {}, {}, {}
+local function add(groups, name, score, member)
+  local members = groups[name]
+  if not members then
+    members = {}
+    groups[name] = members
+  end
+  members[#members + 1] = score
+  members[#members + 1] = member
+end
+local stored = 0
+local i = 3
+while i <= #ARGV do
+  local id, sort_key, task, user = ARGV[i], ARGV[i + 4], ARGV[i + 7], ARGV[i + 8]
+  local first, last = i + 10, i + 9 + 2 * tonumber(ARGV[i + 9])
+  i = last + 1
+  local key = P .. 'job:' .. id
+  -- A replay of a call whose answer was lost stores nothing twice.
+  if redis.call('EXISTS', key) == 0 then
+    local job = {
+      doc = ARGV[first - 5], ix = ARGV[first - 4], sk = sort_key, q = ARGV[first - 9],
+      cu = ARGV[first - 8], st = 'pending',
+    }
+    if ARGV[first - 7] ~= '' then job.ra = ARGV[first - 7] end
+    for f = first, last, 2 do job[ARGV[f]] = ARGV[f + 1] end
+    local flat = {}
+    for name, value in pairs(job) do
+      flat[#flat + 1] = name
+      flat[#flat + 1] = value
+    end
+    redis.call('HSET', key, unpack(flat))
+    local due = job.ra and tonumber(job.ra) or math.min(tonumber(job.cu), now)
+    add(queues, job.q, int(due), id)
+    add(tasks, task, 0, sort_key)
+    if user ~= '' then add(users, user, 0, sort_key) end
+    index[#index + 1] = 0
+    index[#index + 1] = sort_key
+    publish(id, job)
+    stored = stored + 1
+  end
+end
+if stored > 0 then
+  redis.call('ZADD', KEYS[1], unpack(index))
+  redis.call('ZADD', KEYS[2], unpack(index))
+end
+for name, members in pairs(tasks) do redis.call('ZADD', P .. 'task:' .. name, unpack(members)) end
+for name, members in pairs(users) do redis.call('ZADD', P .. 'user:' .. name, unpack(members)) end
+for name, members in pairs(queues) do
+  redis.call('ZADD', P .. 'queue:' .. name, unpack(members))
+  wake(name)
+end
+return stored
+"""
+)
+
+#: KEYS: the ready set of each queue. ARGV: lease (us), limit, token stem,
+#: queue names, then optionally the claimer's wake-up list: a marker left
+#: there (by an interrupt) makes the claim take nothing.
 #: Returns the wait until the next scheduled job (us, -1 for none) and the claimed jobs.
 CLAIM = (
     PRELUDE
     + r"""
+local stop = ARGV[6 + #KEYS]
+if stop and redis.call('LLEN', stop) > 0 then return {-1} end
 local now = clock()
 local lease, limit, stem = tonumber(ARGV[3]), tonumber(ARGV[4]), ARGV[5]
 local picked = {}
@@ -384,6 +487,28 @@ if not job then return 0 end
 apply(KEYS[1], job, outcome_fields({}, 6))
 finalize(ARGV[3], KEYS[1], job, ARGV[5], clock())
 return 1
+"""
+)
+
+#: KEYS: the job of each finish. ARGV: per finish, id, token, final status,
+#: outcome (4), progress (4). Returns 1 or 0 per finish, as FINISH does.
+FINISH_MANY = (
+    PRELUDE
+    + r"""
+local now = clock()
+local out = {}
+for n = 1, #KEYS do
+  local first = 3 + (n - 1) * 11
+  local job = held(KEYS[n], ARGV[first + 1])
+  if job then
+    apply(KEYS[n], job, outcome_fields({}, first + 3))
+    finalize(ARGV[first], KEYS[n], job, ARGV[first + 2], now)
+    out[n] = 1
+  else
+    out[n] = 0
+  end
+end
+return out
 """
 )
 
@@ -508,16 +633,6 @@ return {
   redis.call('ZCOUNT', KEYS[4], now_ms, '+inf'),
   redis.call('ZCOUNT', KEYS[5], now_ms, '+inf'),
 }
-"""
-)
-
-#: KEYS: job. Returns the job, or nil.
-GET = (
-    PRELUDE
-    + r"""
-local job = load(KEYS[1])
-if not job then return false end
-return show(job)
 """
 )
 

@@ -64,6 +64,25 @@ class Backend(abc.ABC):
         stored. Otherwise the record is stored and returned with ``True``.
         """
 
+    def enqueue_many(self, records: Sequence[JobRecord]) -> None:
+        """Store many new pending jobs, in as few round trips as the backend allows.
+
+        Each record is stored as :meth:`enqueue` stores it (its ``run_at`` is
+        honoured, waiting claims are woken), but none may carry a
+        ``unique_key`` or an ``idempotency_key``: those need a check per job.
+        A record whose id is stored already is left as it is, as
+        :meth:`enqueue` does, so a call repeated after its answer was lost
+        stores no job twice. Overrides store all of the records or none.
+        The default calls :meth:`enqueue` for each record, so a failure part
+        way leaves the records before it stored.
+
+        :raises ValueError: if a record has a unique or an idempotency key;
+            nothing is stored then.
+        """
+        check_plain_records(records)
+        for record in records:
+            self.enqueue(record)
+
     @abc.abstractmethod
     def claim(
         self, queues: Sequence[str], *, lease: float, limit: int = 1, timeout: float = 0
@@ -101,6 +120,22 @@ class Backend(abc.ABC):
         A job reaches exactly one final state: once finished, every later
         write is refused. The unique key of the job is freed.
         """
+
+    def finish_many(self, finishes: Sequence[tuple[str, str, Outcome]]) -> list[bool]:
+        """:meth:`finish` each ``(job_id, token, outcome)``, in as few round trips as possible.
+
+        Returns one answer per entry, in order, each what :meth:`finish`
+        would have returned for it. Each finish stands alone: one refused
+        (its token lost the job) changes nothing for the others; but if the
+        backend fails, any of them may or may not have been stored, and the
+        error is raised. The default calls :meth:`finish` for each entry.
+
+        A backend that overrides it gets the worker's batched finishes: the
+        pool threads hand their final states to one thread, which sends
+        those that gathered while its previous call was in flight in one
+        call. With the default, each pool thread calls :meth:`finish` itself.
+        """
+        return [self.finish(job_id, token, outcome) for job_id, token, outcome in finishes]
 
     @abc.abstractmethod
     def retry_later(self, job_id: str, token: str, run_at: datetime, error: Outcome) -> bool:
@@ -193,11 +228,74 @@ class Backend(abc.ABC):
             time.sleep(min(interval, remaining))
             interval = min(interval * 2, 0.25)
 
+    def wait_changed(self, job_id: str, after: datetime | None, timeout: float) -> JobRecord | None:
+        """Wait up to *timeout* seconds for the job to change after revision *after*.
+
+        A job's revision is its ``updated_at`` (its ``created_at`` before the
+        first change; see :func:`revision`): every stored change but a
+        heartbeat moves it forward, strictly, per job. Returns the job as
+        soon as its revision is later than *after*, at once if it already is
+        or *after* is ``None``; else the job as it is when *timeout* passes;
+        ``None`` if the job is unknown or expired. An override must start
+        listening before it reads the job, so that a change between the two
+        is not missed.
+
+        The default polls :meth:`get` every 0.1 to 0.25 seconds; backends that
+        are told of changes override it.
+        """
+        deadline = time.monotonic() + timeout
+        interval = 0.1
+        while True:
+            record = self.get(job_id)
+            remaining = deadline - time.monotonic()
+            if record is None or is_newer(record, after) or remaining <= 0:
+                return record
+            time.sleep(min(interval, remaining))
+            interval = min(interval * 1.25, 0.25)
+
     def interrupt(self) -> None:  # noqa: B027 - optional hook with a no-op default
         """Wake every caller blocked in :meth:`claim` so it can see a stop request."""
 
     def close(self) -> None:  # noqa: B027 - optional hook with a no-op default
         """Release connections and threads held by the backend."""
+
+    def claim_tick(self, schedule: str, tick: datetime) -> bool:
+        """Record that the tick at *tick* of periodic schedule *schedule* was submitted.
+
+        Atomic: ``True`` for exactly one caller across every process sharing
+        the backend, ``False`` for every other. Records are dropped once
+        older than the result TTL. The default refuses: a backend that can
+        run periodic schedules overrides it.
+
+        :param schedule: The schedule's name.
+        :param tick: The tick, a timezone-aware datetime.
+        """
+        raise NotImplementedError(
+            f"The {type(self).__name__} cannot run periodic schedules: it has no 'claim_tick'."
+        )
+
+
+def revision(record: JobRecord) -> datetime:
+    """The revision of *record*: its ``updated_at``, or its ``created_at`` before any change."""
+    return record.updated_at or record.created_at
+
+
+def is_newer(record: JobRecord, after: datetime | None) -> bool:
+    """Whether *record* changed after revision *after* (always, for ``None``)."""
+    return after is None or revision(record) > after
+
+
+def check_plain_records(records: Sequence[JobRecord]) -> None:
+    """Refuse, for :meth:`Backend.enqueue_many`, records that need a check per job.
+
+    :raises ValueError: naming the first record with a unique or an idempotency key.
+    """
+    for number, record in enumerate(records):
+        if record.unique_key is not None or record.idempotency_key is not None:
+            raise ValueError(
+                f"Record {number} (job '{record.id}') has a unique or an idempotency key;"
+                " 'enqueue_many' stores only jobs without them. Use 'enqueue' for it."
+            )
 
 
 def encode_cursor(record: JobRecord) -> str:

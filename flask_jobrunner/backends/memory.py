@@ -13,12 +13,12 @@ import time
 import uuid
 from collections import OrderedDict
 from collections.abc import Sequence
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from ..errors import BackendUnavailable, InvalidArguments, JobConflict
 from ..record import Claim, ErrorType, JobRecord, JobStatus, LeaseState, Outcome, Progress, utcnow
-from .base import Backend, decode_cursor, encode_cursor
+from .base import Backend, check_plain_records, decode_cursor, encode_cursor, is_newer
 
 
 class MemoryBackend(Backend):
@@ -53,6 +53,8 @@ class MemoryBackend(Backend):
         self._unique: dict[str, str] = {}
         self._idempotency: dict[str, str] = {}
         self._interrupts = 0
+        # The conditions of the callers in wait_changed, by job id.
+        self._watchers: dict[str, set[threading.Condition]] = {}
 
     @classmethod
     def from_url(cls, url: str, **settings: Any) -> MemoryBackend:
@@ -98,7 +100,29 @@ class MemoryBackend(Backend):
             if stored.idempotency_key is not None:
                 self._idempotency[stored.idempotency_key] = stored.id
             self._push_ready_locked(stored)
+            self._changed_locked(stored.id)
             return stored.copy(), True
+
+    def enqueue_many(self, records: Sequence[JobRecord]) -> None:
+        """Store many pending jobs at once (see :meth:`Backend.enqueue_many`): all or none."""
+        check_plain_records(records)
+        with self._lock:
+            self._purge_locked(time.time())
+            new = [record for record in records if record.id not in self._jobs]
+            # Room for all before any is stored: evicting finished jobs only.
+            while len(self._jobs) + len(new) > self.max_jobs:
+                if not self._evict_locked():
+                    raise BackendUnavailable(
+                        f"The memory backend cannot take {len(new)} more jobs: it holds at"
+                        f" most {self.max_jobs} (JOBRUNNER_MAX_JOBS) and the rest are"
+                        " unfinished. Try again when some have finished."
+                    )
+            for record in new:
+                stored = record.copy()
+                stored.status = JobStatus.PENDING
+                self._jobs[stored.id] = stored
+                self._push_ready_locked(stored)
+                self._changed_locked(stored.id)
 
     def claim(
         self, queues: Sequence[str], *, lease: float, limit: int = 1, timeout: float = 0
@@ -136,6 +160,7 @@ class MemoryBackend(Backend):
             record.apply_progress(progress)
             record.updated_at = utcnow()
             record.lease_expires_at = record.updated_at + timedelta(seconds=lease)
+            self._changed_locked(job_id)
             return LeaseState.CANCEL_REQUESTED if record.cancel_requested else LeaseState.HELD
 
     def finish(self, job_id: str, token: str, outcome: Outcome) -> bool:
@@ -146,6 +171,7 @@ class MemoryBackend(Backend):
                 return False
             record.apply_outcome(outcome)
             self._finish_locked(record, outcome.status)
+            self._changed_locked(job_id)
             return True
 
     def retry_later(self, job_id: str, token: str, run_at: datetime, error: Outcome) -> bool:
@@ -157,6 +183,7 @@ class MemoryBackend(Backend):
             record.apply_outcome(error)
             record.run_at = run_at
             self._requeue_locked(record)
+            self._changed_locked(job_id)
             return True
 
     def release(self, job_id: str, token: str) -> bool:
@@ -168,6 +195,7 @@ class MemoryBackend(Backend):
             record.attempts = max(record.attempts - 1, 0)
             record.run_at = None
             self._requeue_locked(record)
+            self._changed_locked(job_id)
             return True
 
     def request_cancel(self, job_id: str) -> JobRecord | None:
@@ -183,6 +211,7 @@ class MemoryBackend(Backend):
             elif record.status is JobStatus.IN_PROGRESS:
                 record.cancel_requested = True
                 record.updated_at = utcnow()
+            self._changed_locked(job_id)
             return record.copy()
 
     def get(self, job_id: str) -> JobRecord | None:
@@ -243,6 +272,7 @@ class MemoryBackend(Backend):
                     )
                     record.error_type = ErrorType.INTERRUPTED
                     self._finish_locked(record, JobStatus.FAILED)
+                self._changed_locked(job_id)
                 changed.append(record.copy())
         return changed
 
@@ -325,6 +355,7 @@ class MemoryBackend(Backend):
             record.started_at = record.started_at or record.updated_at
             record.lease_expires_at = record.updated_at + timedelta(seconds=lease)
             self._running.add(job_id)
+            self._changed_locked(job_id)
             claims.append(Claim(record.copy(), record.token))
         return claims
 
@@ -393,3 +424,59 @@ class MemoryBackend(Backend):
         key = record.idempotency_key
         if key is not None and self._idempotency.get(key) == job_id:
             del self._idempotency[key]
+
+    # -- change notification (wait_changed) ----------------------------------
+
+    def wait_changed(self, job_id: str, after: datetime | None, timeout: float) -> JobRecord | None:
+        """Wait for the job to change after revision *after*, woken at once when it does."""
+        deadline = time.monotonic() + timeout
+        with self._lock:
+            record = self._jobs.get(job_id)
+            if record is None or is_newer(record, after) or timeout <= 0:
+                return None if record is None else record.copy()
+            changed = threading.Condition(self._lock)
+            self._watchers.setdefault(job_id, set()).add(changed)
+            try:
+                while True:
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0:
+                        break
+                    changed.wait(remaining)
+                    record = self._jobs.get(job_id)
+                    if record is None or is_newer(record, after):
+                        break
+            finally:
+                watchers = self._watchers[job_id]
+                watchers.discard(changed)
+                if not watchers:
+                    del self._watchers[job_id]
+            record = self._jobs.get(job_id)
+            return None if record is None else record.copy()
+
+    def _changed_locked(self, job_id: str) -> None:
+        # One dict look-up when nobody watches: this runs on every write.
+        watchers = self._watchers.get(job_id)
+        if watchers:
+            for changed in watchers:
+                changed.notify()
+
+    # -- periodic schedules (claim_tick) --------------------------------------
+
+    # Created on first use: (schedule, tick) -> when the record may be dropped.
+    _claimed_ticks: OrderedDict[tuple[str, datetime], float] | None = None
+
+    def claim_tick(self, schedule: str, tick: datetime) -> bool:
+        """Record a schedule's tick; ``True`` for the first caller in this process only."""
+        key = (schedule, tick.astimezone(timezone.utc))
+        now = time.time()
+        with self._lock:
+            if self._claimed_ticks is None:
+                self._claimed_ticks = OrderedDict()
+            ticks = self._claimed_ticks
+            # Kept for the result TTL from the claim, so oldest first is insertion order.
+            while ticks and next(iter(ticks.values())) <= now:
+                ticks.popitem(last=False)
+            if key in ticks:
+                return False
+            ticks[key] = now + self.result_ttl
+            return True

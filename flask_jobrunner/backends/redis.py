@@ -22,6 +22,7 @@ Every key starts with the prefix (``JOBRUNNER_REDIS_PREFIX``, default
 ``<prefix>:unique:<key>``               string: the pending or running job of a unique task
 ``<prefix>:idempotency:<key>``          string: the job of an idempotency key
 ``<prefix>:wake:<uuid>``                list: wakes one blocked :meth:`~RedisBackend.claim`
+``<prefix>:tick:<schedule>:<us>``       string: a tick of a periodic schedule, once submitted
 ======================================  ==========================================
 
 An index is a sorted set whose members all score 0 and read
@@ -36,8 +37,11 @@ lists of its queues and on a ``wake`` list of its own. Every script that
 makes a job ready pushes a marker on its queue's list (kept to one element),
 which wakes one waiting claimer; a claimer that took its limit while due
 jobs remain pushes it again, so waiting claimers wake one after another.
-:meth:`~RedisBackend.interrupt` pushes to the ``wake`` list of each claim of
-its instance that is blocked.
+The claim script is sent in the same round trip, right behind the ``BLPOP``,
+so Redis runs it as soon as the wait ends and a woken claimer gets its jobs
+with the wake-up. :meth:`~RedisBackend.interrupt` pushes two markers to the
+``wake`` list of each claim of its instance that is blocked: one ends the
+``BLPOP``, the other tells the claim behind it to take nothing.
 
 Needs Redis 6.2 or later (``ZRANGE ... BYSCORE``, fractional ``BLPOP``
 timeouts).
@@ -45,23 +49,27 @@ timeouts).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import enum
 import json
 import logging
+import os
 import threading
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from datetime import datetime, timedelta, timezone
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import redis
 from redis.backoff import ExponentialBackoff
+from redis.client import PubSub
 from redis.commands.core import Script
 from redis.exceptions import (
     ClusterDownError,
+    NoScriptError,
     OutOfMemoryError,
     ReadOnlyError,
     RedisError,
@@ -73,7 +81,7 @@ from redis.retry import Retry
 from ..errors import BackendUnavailable, InvalidArguments, JobConflict
 from ..record import Claim, JobRecord, JobStatus, LeaseState, Outcome, Progress
 from . import _redis_scripts as scripts
-from .base import Backend, decode_cursor, encode_cursor
+from .base import Backend, check_plain_records, decode_cursor, encode_cursor, is_newer
 
 logger = logging.getLogger("flask_jobrunner")
 
@@ -145,12 +153,16 @@ _UNAVAILABLE: tuple[type[Exception], ...] = (
 
 #: Jobs recovered, and expired jobs purged per status, in one script run.
 _BATCH = 500
+#: Jobs one ``ENQUEUE_MANY`` script stores; more go as several in one transaction.
+_ENQUEUE_CHUNK = 1000
 #: Index entries one listing script looks at before the next round trip.
 _LIST_BUDGET = 2000
 #: Longest single BLPOP; it must stay below the socket timeout.
 _MAX_BLOCK = 2.0
 #: Seconds a wake-up pushed by :meth:`RedisBackend.interrupt` is kept.
 _WAKE_TTL_MS = 60_000
+#: Pub/sub connections kept open for the next wait.
+_IDLE_SUBSCRIBERS = 8
 
 
 class RedisBackend(Backend):
@@ -187,19 +199,23 @@ class RedisBackend(Backend):
         self._lock = threading.Lock()
         self._interrupts = 0
         self._waiting: set[str] = set()
+        self._idle_subscribers: list[PubSub] = []
+        self._subscriber_pid = os.getpid()
         register = client.register_script
         self._enqueue = register(scripts.ENQUEUE)
+        self._enqueue_plain = register(scripts.ENQUEUE_PLAIN)
+        self._enqueue_many = register(scripts.ENQUEUE_MANY)
         self._claim = register(scripts.CLAIM)
         self._heartbeat = register(scripts.HEARTBEAT)
         self._progress = register(scripts.PROGRESS)
         self._finish = register(scripts.FINISH)
+        self._finish_many = register(scripts.FINISH_MANY)
         self._retry_later = register(scripts.RETRY_LATER)
         self._release = register(scripts.RELEASE)
         self._request_cancel = register(scripts.REQUEST_CANCEL)
         self._recover_expired = register(scripts.RECOVER_EXPIRED)
         self._purge_expired = register(scripts.PURGE_EXPIRED)
         self._counts = register(scripts.COUNTS)
-        self._get = register(scripts.GET)
         self._list_jobs = register(scripts.LIST_JOBS)
 
     @classmethod
@@ -245,28 +261,14 @@ class RedisBackend(Backend):
 
     def enqueue(self, record: JobRecord) -> tuple[JobRecord, bool]:
         """Store a pending job (see :meth:`Backend.enqueue`); one script with its checks."""
+        if self._enqueue_plain_job(record):
+            stored = record.copy()
+            stored.status = JobStatus.PENDING
+            return stored, True
         sort_key = _sort_key(record.created_at, record.id)
         index = [sort_key, record.task]
         if record.created_by is not None:
             index.append(record.created_by)
-        # Fields left out read as their defaults (see _redis_scripts.render).
-        fields: list[str] = []
-        if record.attempts:
-            fields += ("att", str(record.attempts))
-        if record.recoveries:
-            fields += ("rec", str(record.recoveries))
-        if record.token is not None:
-            fields += ("tok", record.token)
-        if record.cancel_requested:
-            fields += ("cxl", "1")
-        for name, attribute in _TIME_FIELDS:
-            moment = getattr(record, attribute)
-            if moment is not None:
-                fields += (name, str(_micros(moment)))
-        for name, attribute in _JSON_FIELDS:
-            value = getattr(record, attribute)
-            if value is not None:
-                fields += (name, _dumps(value.value if isinstance(value, enum.Enum) else value))
         keys = [
             self._key("job", record.id),
             self._key("queue", record.queue),
@@ -288,7 +290,7 @@ class RedisBackend(Backend):
             sort_key,
             _dumps(_doc(record)),
             _dumps_index(index),
-            *fields,
+            *_other_fields(record),
         )
         answer = _text(reply[0])
         if answer == "created":
@@ -306,6 +308,66 @@ class RedisBackend(Backend):
         # stored by an earlier try whose answer was lost.
         return existing, answer == "exists"
 
+    def _enqueue_plain_job(self, record: JobRecord) -> bool:
+        """Store a job that needs none of ``ENQUEUE``'s checks; ``False`` if it cannot be.
+
+        The common submit: due at once, no unique or idempotency key, nothing
+        set beyond what every new job has. A job that exists already (a
+        replay) is left to ``ENQUEUE``, which answers with the stored one.
+        """
+        if (
+            record.run_at is not None
+            or record.unique_key is not None
+            or record.idempotency_key is not None
+            or _other_fields(record)
+        ):
+            return False
+        sort_key = _sort_key(record.created_at, record.id)
+        index = [sort_key, record.task]
+        creator: list[str] = []
+        if record.created_by is not None:
+            index.append(record.created_by)
+            creator.append(record.created_by)
+        reply = self._run_plain(
+            self._enqueue_plain,
+            [self._p + "job:" + record.id],
+            self._p,
+            record.queue,
+            record.task,
+            str(_micros(record.created_at)),
+            sort_key,
+            _dumps_index(index),
+            _dumps(_doc(record)),
+            *creator,
+        )
+        return bool(reply)
+
+    def enqueue_many(self, records: Sequence[JobRecord]) -> None:
+        """Store many pending jobs in one script call (see :meth:`Backend.enqueue_many`).
+
+        More than 1,000 jobs go as several calls in one ``MULTI`` transaction,
+        still one round trip, so Redis is never blocked by one huge script.
+        """
+        check_plain_records(records)
+        if not records:
+            return
+        keys = [self._key("jobs"), self._key("status", JobStatus.PENDING.value)]
+        chunks = [
+            _enqueue_many_args(records[start : start + _ENQUEUE_CHUNK])
+            for start in range(0, len(records), _ENQUEUE_CHUNK)
+        ]
+        if len(chunks) == 1:
+            self._run(self._enqueue_many, keys, *chunks[0])
+            return
+        ttl_ms = max(round(self.result_ttl * 1000), 1)
+        try:
+            with self.client.pipeline(transaction=True) as pipe:
+                for chunk in chunks:
+                    self._enqueue_many(keys, (self._p, ttl_ms, *chunk), client=pipe)
+                pipe.execute()
+        except _UNAVAILABLE as error:
+            raise self._unavailable(error) from error
+
     def claim(
         self, queues: Sequence[str], *, lease: float, limit: int = 1, timeout: float = 0
     ) -> list[Claim]:
@@ -321,12 +383,11 @@ class RedisBackend(Backend):
         keys = [self._key("queue", queue) for queue in queues]
         with self._lock:
             interrupts = self._interrupts
+        # Tokens are this stem and a counter: unguessable, and unique per claim.
+        args: list[str | int] = [round(lease * 1_000_000), limit, uuid.uuid4().hex, *queues]
+        reply = self._run(self._claim, keys, *args)
         wake_key: str | None = None
         while True:
-            # Tokens are this stem and a counter: unguessable, and unique per claim.
-            reply = self._run(
-                self._claim, keys, round(lease * 1_000_000), limit, uuid.uuid4().hex, *queues
-            )
             claims = [_claim(text) for text in reply[1:]]
             remaining = deadline - time.monotonic()
             if claims or remaining <= 0:
@@ -337,25 +398,57 @@ class RedisBackend(Backend):
                 wait = min(wait, next_due / 1_000_000 + 0.002)
             if wake_key is None:
                 wake_key = self._key("wake", uuid.uuid4().hex)
+                # A wake-up by interrupt() leaves a marker here: the claim sent
+                # behind the BLPOP then takes nothing.
+                args.append(wake_key)
             with self._lock:
                 if self._interrupts != interrupts:
                     return []
                 self._waiting.add(wake_key)
             try:
-                woken = self.client.blpop(
+                woken, reply = self._block_then_claim(
                     [*(self._key("notify", queue) for queue in queues), wake_key],
-                    timeout=max(wait, 0.001),
+                    max(wait, 0.001),
+                    keys,
+                    args,
                 )
-            except _UNAVAILABLE as error:
-                raise self._unavailable(error) from error
             finally:
                 with self._lock:
                     self._waiting.discard(wake_key)
+            if len(reply) > 1:
+                continue  # claimed: these jobs are handed out even if interrupted now
             with self._lock:
                 if self._interrupts != interrupts:
                     return []
             if woken is not None and _text(woken[0]) == wake_key:
                 return []
+
+    def _block_then_claim(
+        self, wait_keys: list[str], wait: float, keys: list[str], args: list[str | int]
+    ) -> tuple[Any, Any]:
+        """``BLPOP`` on *wait_keys*, then ``CLAIM``, in one round trip.
+
+        Redis runs the claim as soon as the ``BLPOP`` returns, so a woken
+        claimer gets its jobs with the wake-up rather than a round trip later.
+        Returns the ``BLPOP`` answer and the ``CLAIM`` one.
+        """
+        ttl_ms = max(round(self.result_ttl * 1000), 1)
+        try:
+            with self.client.pipeline(transaction=False) as pipe:
+                pipe.blpop(wait_keys, timeout=wait)
+                pipe.execute_command(  # type: ignore[no-untyped-call]  # unannotated in redis-py
+                    "EVALSHA", self._claim.sha, len(keys), *keys, self._p, ttl_ms, *args
+                )
+                woken, reply = pipe.execute(raise_on_error=False)
+        except _UNAVAILABLE as error:
+            raise self._unavailable(error) from error
+        if isinstance(woken, ResponseError):
+            raise self._refused(woken) from woken
+        if isinstance(reply, NoScriptError):  # flushed from the server: Script loads it
+            reply = self._run(self._claim, keys, *args)
+        elif isinstance(reply, ResponseError):
+            raise self._refused(reply) from reply
+        return woken, reply
 
     def heartbeat(self, job_id: str, token: str, *, lease: float) -> LeaseState:
         """Renew a held job's lease on the Redis clock."""
@@ -394,6 +487,18 @@ class RedisBackend(Backend):
         )
         return bool(reply)
 
+    def finish_many(self, finishes: Sequence[tuple[str, str, Outcome]]) -> list[bool]:
+        """Write many final states in one script call (see :meth:`Backend.finish_many`)."""
+        if not finishes:
+            return []
+        args: list[str | int] = []
+        for job_id, token, outcome in finishes:
+            if not outcome.status.is_final:
+                raise ValueError(f"'finish' needs a final status, not '{outcome.status.value}'.")
+            args += (job_id, token, outcome.status.value, *_outcome_args(outcome))
+        keys = [self._key("job", job_id) for job_id, _, _ in finishes]
+        return [bool(int(answer)) for answer in self._run(self._finish_many, keys, *args)]
+
     def retry_later(self, job_id: str, token: str, run_at: datetime, error: Outcome) -> bool:
         """Put a held job back as pending until *run_at*, keeping its error."""
         reply = self._run(
@@ -419,8 +524,13 @@ class RedisBackend(Backend):
 
     def get(self, job_id: str) -> JobRecord | None:
         """The job, or ``None`` if it is unknown or expired."""
-        reply = self._run(self._get, [self._key("job", job_id)])
-        return _record(reply) if reply else None
+        # One HGETALL, built into the record here: a script would spend the
+        # server's time on rendering JSON for every poll of every client.
+        try:
+            stored = self.client.hgetall(self._key("job", job_id))
+        except _UNAVAILABLE as error:
+            raise self._unavailable(error) from error
+        return _record_from_hash(stored) if stored else None
 
     def list_jobs(
         self,
@@ -511,12 +621,9 @@ class RedisBackend(Backend):
     def wait_finished(self, job_id: str, timeout: float) -> JobRecord | None:
         """Wait for the job to finish, woken by its events channel rather than polling."""
         deadline = time.monotonic() + timeout
+        channel = self._key("events", job_id)
         try:
-            # redis-py leaves 'pubsub' unannotated.
-            with self.client.pubsub(  # type: ignore[no-untyped-call]
-                ignore_subscribe_messages=True
-            ) as pubsub:
-                pubsub.subscribe(self._key("events", job_id))
+            with self.subscribed(channel) as pubsub:
                 # Read after subscribing, so a finish in between is not missed.
                 record = self.get(job_id)
                 while record is not None and not record.is_finished:
@@ -524,13 +631,52 @@ class RedisBackend(Backend):
                     if remaining <= 0:
                         return self.get(job_id)
                     message = pubsub.get_message(timeout=min(remaining, self._max_block))
-                    if message is None or message["type"] != "message":
+                    if message is None:
                         record = self.get(job_id)  # also sees a job that expired meanwhile
-                    else:
+                    elif message["type"] == "message" and _text(message["channel"]) == channel:
                         record = _record(message["data"])
+                    # Else the answer to an (un)subscribe, or a message left from an earlier use.
                 return record
         except _UNAVAILABLE as error:
             raise self._unavailable(error) from error
+
+    @contextlib.contextmanager
+    def subscribed(self, channel: str) -> Iterator[PubSub]:
+        """A pub/sub connection subscribed to *channel*, for as long as the block runs.
+
+        The subscription is confirmed before the block starts, so nothing
+        published afterwards is missed. Connections are kept for the next
+        wait rather than opened anew: answers to (un)subscribe commands and
+        messages on another channel (left from an earlier use) may still
+        arrive, and the caller skips them.
+        """
+        with self._lock:
+            idle = self._idle_subscribers
+            pubsub = idle.pop() if idle and self._subscriber_pid == os.getpid() else None
+        if pubsub is None:
+            # redis-py leaves 'pubsub' unannotated.
+            pubsub = self.client.pubsub()  # type: ignore[no-untyped-call]
+        reusable = False
+        try:
+            pubsub.subscribe(channel)
+            deadline = time.monotonic() + self._max_block
+            while (remaining := deadline - time.monotonic()) > 0:
+                message = pubsub.get_message(timeout=remaining)
+                answer = message and message["type"] == "subscribe"
+                if answer and _text(message["channel"]) == channel:
+                    break
+            yield pubsub
+            pubsub.unsubscribe(channel)  # its answer is skipped by the next use
+            reusable = True
+        finally:
+            with self._lock:
+                if self._subscriber_pid != os.getpid():  # a forked child starts its own
+                    self._idle_subscribers, self._subscriber_pid = [], os.getpid()
+                if reusable and len(self._idle_subscribers) < _IDLE_SUBSCRIBERS:
+                    self._idle_subscribers.append(pubsub)
+                    pubsub = None
+            if pubsub is not None:
+                pubsub.close()
 
     def interrupt(self) -> None:
         """Wake every :meth:`claim` of this instance blocked in ``BLPOP``.
@@ -546,7 +692,8 @@ class RedisBackend(Backend):
         try:
             with self.client.pipeline(transaction=False) as pipe:
                 for key in waiting:
-                    pipe.lpush(key, "1")
+                    # One marker ends the BLPOP, the other stops the claim behind it.
+                    pipe.lpush(key, "1", "1")
                     # Left behind if its claim returned meanwhile; this cleans it up.
                     pipe.pexpire(key, _WAKE_TTL_MS)
                 pipe.execute()
@@ -554,7 +701,11 @@ class RedisBackend(Backend):
             logger.warning("Could not wake the claims waiting on Redis: %s", error)
 
     def close(self) -> None:
-        """Close the connection pool, if this backend created the client."""
+        """Close the pub/sub connections kept, and the pool if this backend created the client."""
+        with self._lock:
+            idle, self._idle_subscribers = self._idle_subscribers, []
+        for pubsub in idle:
+            pubsub.close()
         if self._owns_client:
             self.client.close()
 
@@ -571,15 +722,126 @@ class RedisBackend(Backend):
         except _UNAVAILABLE as error:
             raise self._unavailable(error) from error
         except ResponseError as error:
-            if str(error).startswith(("BUSY", "LOADING", "MASTERDOWN")):
-                raise self._unavailable(error) from error
-            raise
+            raise self._refused(error) from error
+
+    def _run_plain(self, script: Script, keys: list[str], *args: str) -> Any:
+        """Run a script that takes no prefix or TTL, straight through ``EVALSHA``.
+
+        It skips what redis-py's :class:`~redis.commands.core.Script` adds
+        per call, which a hot path notices; a script flushed from the server
+        is loaded again.
+        """
+        # redis-py leaves 'execute_command' unannotated.
+        run: Callable[..., Any] = self.client.execute_command
+        try:
+            try:
+                return run("EVALSHA", script.sha, len(keys), *keys, *args)
+            except NoScriptError:
+                self.client.script_load(script.script)
+                return run("EVALSHA", script.sha, len(keys), *keys, *args)
+        except _UNAVAILABLE as error:
+            raise self._unavailable(error) from error
+        except ResponseError as error:
+            raise self._refused(error) from error
+
+    def _refused(self, error: ResponseError) -> Exception:
+        """What to raise for an error answer: an outage, or the error itself (a bug)."""
+        if str(error).startswith(("BUSY", "LOADING", "MASTERDOWN")):
+            return self._unavailable(error)
+        return error
 
     def _unavailable(self, error: Exception) -> BackendUnavailable:
         return BackendUnavailable(
             f"The Redis server at '{self._where}' cannot serve the job backend: {error}."
             " Check that it is running and that 'JOBRUNNER_BACKEND' points to it."
         )
+
+    # -- change notification (wait_changed) ----------------------------------
+
+    def wait_changed(self, job_id: str, after: datetime | None, timeout: float) -> JobRecord | None:
+        """Wait for the job to change after revision *after*, woken by its events channel."""
+        if after is None:
+            return self.get(job_id)
+        deadline = time.monotonic() + timeout
+        channel = self._key("events", job_id)
+        try:
+            with self.subscribed(channel) as pubsub:
+                # Read after subscribing, so a change in between is not missed.
+                record = self.get(job_id)
+                while record is not None and not is_newer(record, after):
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0:
+                        return self.get(job_id)
+                    message = pubsub.get_message(timeout=min(remaining, self._max_block))
+                    if message is None or message["type"] != "message":
+                        record = self.get(job_id)  # also sees a job that expired meanwhile
+                    elif _text(message["channel"]) == channel:
+                        record = _record(message["data"])
+                return record
+        except _UNAVAILABLE as error:
+            raise self._unavailable(error) from error
+
+    # -- periodic schedules (claim_tick) --------------------------------------
+
+    def claim_tick(self, schedule: str, tick: datetime) -> bool:
+        """Record a schedule's tick with ``SET NX``, expiring after the result TTL."""
+        key = self._key("tick", schedule, str(_micros(tick)))
+        try:
+            return bool(
+                self.client.set(key, "1", nx=True, px=max(round(self.result_ttl * 1000), 1))
+            )
+        except _UNAVAILABLE as error:
+            raise self._unavailable(error) from error
+
+
+def _other_fields(record: JobRecord) -> list[str]:
+    """The hash fields of a new job beyond the ones every job has, as name/value pairs.
+
+    Fields left out read as their defaults (see ``render`` in the scripts).
+    """
+    fields: list[str] = []
+    if record.attempts:
+        fields += ("att", str(record.attempts))
+    if record.recoveries:
+        fields += ("rec", str(record.recoveries))
+    if record.token is not None:
+        fields += ("tok", record.token)
+    if record.cancel_requested:
+        fields += ("cxl", "1")
+    for name, attribute in _TIME_FIELDS:
+        moment = getattr(record, attribute)
+        if moment is not None:
+            fields += (name, str(_micros(moment)))
+    for name, attribute in _JSON_FIELDS:
+        value = getattr(record, attribute)
+        if value is not None:
+            fields += (name, _dumps(value.value if isinstance(value, enum.Enum) else value))
+    return fields
+
+
+def _enqueue_many_args(records: Sequence[JobRecord]) -> list[str | int]:
+    """The ``ENQUEUE_MANY`` arguments of *records*: one group per job."""
+    args: list[str | int] = []
+    for record in records:
+        sort_key = _sort_key(record.created_at, record.id)
+        index = [sort_key, record.task]
+        if record.created_by is not None:
+            index.append(record.created_by)
+        fields = _other_fields(record)
+        args += (
+            record.id,
+            record.queue,
+            _micros(record.created_at),
+            "" if record.run_at is None else _micros(record.run_at),
+            sort_key,
+            _dumps(_doc(record)),
+            _dumps_index(index),
+            record.task,
+            "" if record.created_by is None else record.created_by,
+            len(fields) // 2,
+            *fields,
+        )
+    return args
 
 
 def _doc(record: JobRecord) -> dict[str, Any]:
@@ -611,6 +873,28 @@ def _text(value: str | bytes) -> str:
 
 def _record(text: str | bytes) -> JobRecord:
     return JobRecord.from_dict(json.loads(text))
+
+
+#: The hash fields of times, as microseconds since the epoch.
+_STORED_TIMES = (*_TIME_FIELDS, ("ra", "run_at"))
+
+
+def _record_from_hash(stored: dict[Any, Any]) -> JobRecord:
+    """The record of a job's hash, as ``render`` and ``tokened`` in the scripts build it."""
+    fields = {_text(name): _text(value) for name, value in stored.items()}
+    data = json.loads(fields["doc"])
+    data["status"] = fields["st"]
+    for name, attribute in _STORED_TIMES:
+        value = fields.get(name)
+        data[attribute] = None if value is None else _EPOCH + int(value) * _MICROSECOND
+    for name, attribute in _JSON_FIELDS:
+        value = fields.get(name)
+        data[attribute] = None if value is None else json.loads(value)
+    data["attempts"] = int(fields.get("att", 0))
+    data["recoveries"] = int(fields.get("rec", 0))
+    data["cancel_requested"] = "cxl" in fields
+    data["token"] = fields.get("tok")
+    return JobRecord.from_dict(data)
 
 
 def _claim(text: str | bytes) -> Claim:

@@ -4,9 +4,13 @@ Every operation is one transaction, and every write on behalf of a worker
 one ``UPDATE`` that checks the job's id, token and status. A claim takes
 several jobs in one round trip and never hands a job to two claimers:
 ``FOR UPDATE SKIP LOCKED`` on PostgreSQL and MySQL/MariaDB, an immediate
-transaction on SQLite. Leases are measured on the database's clock. A
-waiting claim is woken by ``LISTEN``/``NOTIFY`` on PostgreSQL (with psycopg)
-and polls elsewhere.
+transaction on SQLite. Leases are measured on the database's clock.
+
+On PostgreSQL (with psycopg) an operation of one statement runs in
+autocommit, so it costs one round trip, and every change of a job notifies
+in that same statement: a waiting claim, and a caller waiting for a job to
+change or finish, are woken by ``LISTEN``/``NOTIFY``. Elsewhere they poll,
+briefly while work comes in and less often when there is none.
 """
 
 from __future__ import annotations
@@ -31,17 +35,25 @@ from ..errors import (
     JobConflict,
     JobRunnerError,
 )
-from ..record import Claim, JobRecord, JobStatus, LeaseState, Outcome, Progress
+from ..record import Claim, JobRecord, JobStatus, LeaseState, Outcome, Progress, utcnow
 from . import sql_dialects as dialects
 from . import sql_listener
 from . import sql_schema as schema
-from .base import Backend, decode_cursor, encode_cursor
+from .base import Backend, check_plain_records, decode_cursor, encode_cursor, is_newer
 from .sql_schema import job_progress, jobs, metadata, to_record, to_row
 
 T = TypeVar("T")
 
-#: The first and the longest pause between two polls of a waiting claim.
-POLL_MIN, POLL_MAX = 0.005, 0.1
+#: The first and the longest pause between two polls of a waiting claim or watcher.
+POLL_MIN, POLL_MAX = 0.001, 0.1
+#: Seconds after the last sign of work during which a waiting claim polls often.
+BUSY_SPELL = 1.0
+#: The longest pause between two polls of a waiting claim during such a spell.
+BUSY_POLL = 0.004
+#: Rows per statement of a bulk insert: smaller pages cost psycopg less to convert.
+BULK_ROWS = 100
+#: Jobs finished by one statement of :meth:`SQLBackend.finish_many`.
+FINISH_BATCH = 200
 #: How often a transaction the database broke off to end a deadlock is tried.
 DEADLOCK_ATTEMPTS = 3
 
@@ -83,12 +95,21 @@ class SQLBackend(Backend):
         self._is_postgres = dialect.name == "postgresql"
         self._returning = dialect.update_returning
         self._clock = dialects.clock_factory(dialect)
+        self._is_clock_fixed = isinstance(self._clock(), dialects.FixedClock)
         self._where = self.engine.url.render_as_string(hide_password=True)
         #: Whether a waiting claim is woken by ``NOTIFY``: PostgreSQL with psycopg.
         self.blocking = self._is_postgres and dialect.driver == "psycopg"
         self._listener = (
-            sql_listener.Listener(sql_listener.connector(self.engine), self._signal)
+            sql_listener.Listener(
+                sql_listener.connector(self.engine), self._signal, self._job_changed
+            )
             if self.blocking
+            else None
+        )
+        # One statement is its own transaction: no BEGIN and COMMIT round trips.
+        self._autocommit = (
+            self.engine.execution_options(isolation_level="AUTOCOMMIT")
+            if self._is_postgres
             else None
         )
         self._is_set_up = False
@@ -107,6 +128,10 @@ class SQLBackend(Backend):
         self._wake = threading.Condition()
         self._signals = 0
         self._interrupts = 0
+        self._last_work = 0.0
+        # Job id -> [changes seen, callers watching], for wait_changed on PostgreSQL.
+        self._watch = threading.Condition()
+        self._watched: dict[str, list[int]] = {}
 
     @classmethod
     def from_url(cls, url: str, **settings: Any) -> SQLBackend:
@@ -173,7 +198,7 @@ class SQLBackend(Backend):
         stored.status = JobStatus.PENDING
         for _ in range(3):
             try:
-                self._run(functools.partial(self._insert, record=stored), write=True)
+                self._run(functools.partial(self._insert, record=stored), write=True, single=True)
             except sa.exc.IntegrityError:
                 found = self._run(functools.partial(self._key_holder, record=stored), write=True)
                 if found is not None:
@@ -185,6 +210,27 @@ class SQLBackend(Backend):
             f"The job '{stored.id}' could not be stored: its keys kept changing hands. Try again."
         )
 
+    def enqueue_many(self, records: Sequence[JobRecord]) -> None:
+        """Store new pending jobs without keys in multi-row ``INSERT`` s of one transaction.
+
+        All or none are stored; a job whose id is stored already is left as it
+        is (see :meth:`Backend.enqueue_many`).
+
+        :raises ValueError: if a record has a unique or an idempotency key.
+        """
+        check_plain_records(records)
+        if not records:
+            return
+        stored = list({record.id: record.copy() for record in records}.values())
+        for record in stored:
+            record.status = JobStatus.PENDING
+        self._run(
+            functools.partial(self._insert_many, records=stored),
+            write=True,
+            single=len(stored) <= BULK_ROWS,
+        )
+        self._signal_locally()
+
     def claim(
         self, queues: Sequence[str], *, lease: float, limit: int = 1, timeout: float = 0
     ) -> list[Claim]:
@@ -193,7 +239,7 @@ class SQLBackend(Backend):
             return []
         take = functools.partial(self._take, queues=list(queues), lease=lease, limit=limit)
         if timeout <= 0:
-            return self._run(functools.partial(take, look_ahead=False), write=True)[0]
+            return self._run(functools.partial(take, look_ahead=False), write=True, single=True)[0]
         deadline = time.monotonic() + timeout
         with self._wake:
             interrupts = self._interrupts
@@ -201,16 +247,21 @@ class SQLBackend(Backend):
         if listener is not None:
             listener.enter(min(timeout, dialects.CONNECT_TIMEOUT))
         try:
-            poll, look_ahead, due_by = POLL_MIN, True, None
+            poll, look_ahead, due_by, woken = POLL_MIN, True, None, True
             while True:
                 with self._wake:
                     signals = self._signals
                     if self._interrupts != interrupts:
                         return []
-                claims, due_in = self._run(
-                    functools.partial(take, look_ahead=look_ahead), write=True
-                )
+                if woken or look_ahead or self._may_be_due(queues):
+                    claims, due_in = self._run(
+                        functools.partial(take, look_ahead=look_ahead), write=True, single=True
+                    )
+                else:
+                    claims, due_in = [], None
                 now = time.monotonic()
+                if claims:
+                    self._last_work = now
                 if claims or now >= deadline:
                     return claims
                 if look_ahead:
@@ -219,7 +270,9 @@ class SQLBackend(Backend):
                 if due_by is not None:
                     pause = min(pause, max(due_by - now, POLL_MIN))
                 if listener is None or not listener.is_listening:
-                    pause = min(pause, poll)
+                    # Work tends to come in spells: poll often while one lasts.
+                    busy = now - self._last_work < BUSY_SPELL
+                    pause = min(pause, min(poll, BUSY_POLL) if busy else poll)
                 woken = self._wait_for_news(signals, interrupts, pause)
                 if woken:
                     poll, look_ahead = POLL_MIN, True
@@ -230,15 +283,64 @@ class SQLBackend(Backend):
             if listener is not None:
                 listener.leave()
 
-    def _insert(self, connection: sa.Connection, *, record: JobRecord) -> None:
-        clock = self._clock()
-        row = to_row(record)
-        created = sa.literal(record.created_at, jobs.c.created_at.type)
-        row["due_at"] = (
-            record.run_at if record.run_at is not None else schema.no_later(created, clock)
+    def _may_be_due(self, queues: Sequence[str]) -> bool:
+        # Before a polling claim on SQLite: a read, which takes no lock, so
+        # that an idle claim never holds up a writer. Elsewhere: always.
+        if not self._is_sqlite:
+            return True
+        query = sa.select(jobs.c.id).where(_is_due(jobs, list(queues), self._clock())).limit(1)
+        return (
+            self._run(lambda connection: connection.execute(query).first(), write=False) is not None
         )
+
+    def _insert(self, connection: sa.Connection, *, record: JobRecord) -> None:
+        row = to_row(record)
         row["active_unique_key"] = record.unique_key
-        self._execute_notifying(connection, sa.insert(jobs).values(row))
+        if self._is_clock_fixed:
+            row["due_at"] = record.run_at or min(record.created_at, utcnow())
+        else:
+            row["jobrunner_run_at"] = record.run_at
+            row["jobrunner_created_at"] = record.created_at
+        connection.execute(self._insert_statement, row)
+
+    @functools.cached_property
+    def _insert_statement(self) -> sa.Insert:
+        # Built once: building an INSERT of every column costs more than running it.
+        insert = sa.insert(jobs)
+        clock = self._clock()
+        if not self._is_clock_fixed:
+            run_at = sa.bindparam("jobrunner_run_at", type_=jobs.c.due_at.type)
+            created = sa.bindparam("jobrunner_created_at", type_=jobs.c.created_at.type)
+            insert = insert.values(
+                due_at=sa.case(
+                    (run_at.is_not(None), run_at), (created < clock.now, created), else_=clock.now
+                )
+            )
+        if self._is_postgres:
+            insert = insert.returning(*_notifications(claimable=True))
+        return insert
+
+    def _insert_many(self, connection: sa.Connection, *, records: list[JobRecord]) -> None:
+        # The database clock's now is read once, so each row is plain values.
+        clock = self._clock()
+        if isinstance(clock, dialects.FixedClock):
+            now = clock.value
+        else:
+            now = connection.execute(sa.select(clock.now)).scalar_one()
+        rows = []
+        for record in records:
+            row = to_row(record)
+            first = min(record.created_at, now)
+            row["due_at"] = record.run_at if record.run_at is not None else first
+            row["active_unique_key"] = None
+            rows.append(row)
+        # One executemany: SQLAlchemy (psycopg) or PyMySQL turn it into
+        # multi-row INSERTs of up to BULK_ROWS rows each. A job stored
+        # already (a repeated call) is left as it is.
+        insert = dialects.insert_new(jobs, self.engine.dialect)
+        if self._is_postgres:
+            insert = insert.returning(*_notifications(claimable=True))
+        connection.execution_options(insertmanyvalues_page_size=BULK_ROWS).execute(insert, rows)
 
     def _key_holder(self, connection: sa.Connection, *, record: JobRecord) -> JobRecord | None:
         # The job holding a key of *record*, or None when the insert may be tried again.
@@ -308,23 +410,52 @@ class SQLBackend(Backend):
         limit: int,
     ) -> list[JobRecord]:
         # One statement: UPDATE ... WHERE id IN (SELECT ... SKIP LOCKED) RETURNING.
+        parameters: dict[str, Any] = {
+            "jobrunner_queues": queues,
+            "jobrunner_limit": limit,
+            "jobrunner_prefix": prefix,
+        }
+        if isinstance(clock, dialects.FixedClock):
+            parameters["jobrunner_now"] = clock.value
+            parameters["jobrunner_lease_end"] = clock.value + timedelta(seconds=lease)
+        else:
+            parameters["jobrunner_lease"] = timedelta(seconds=lease)
+        taken = connection.execute(self._claim_statement, parameters).all()
+        return [to_record(row) for row in sorted(taken, key=lambda row: (row.due_at, row.id))]
+
+    @functools.cached_property
+    def _claim_statement(self) -> sa.Update:
+        # The claim, built once: building it costs more than running it.
+        clock: dialects.Clock
+        lease_end: sa.ColumnElement[datetime]
+        if self._is_clock_fixed:
+            clock = dialects.BoundClock()
+            lease_end = sa.bindparam("jobrunner_lease_end", type_=schema.UTCDateTime())
+        else:
+            clock = self._clock()
+            lease = sa.bindparam("jobrunner_lease", type_=sa.Interval())
+            lease_end = sa.type_coerce(clock.now + lease, schema.UTCDateTime())
         ready = jobs.alias("ready")
+        queues = sa.bindparam("jobrunner_queues", expanding=True, type_=jobs.c.queue.type)
         pick = (
             sa.select(ready.c.id)
-            .where(_is_due(ready, queues, clock))
+            .where(ready.c.queue.in_(queues), ready.c.status == schema.PENDING)
+            .where(ready.c.due_at <= clock.now)
             .order_by(ready.c.due_at, ready.c.id)
-            .limit(limit)
+            .limit(sa.bindparam("jobrunner_limit", type_=sa.Integer()))
         )
         if not self._is_sqlite:  # SQLite's immediate transaction already excludes other claims
             pick = pick.with_for_update(skip_locked=True)
+        prefix = sa.bindparam("jobrunner_prefix", type_=jobs.c.token.type)
         update = (
             sa.update(jobs)
             .where(jobs.c.id.in_(pick))
-            .values(schema.claimed(clock, prefix, lease))
+            .values(schema.claimed(clock, prefix, lease_end))
             .returning(*jobs.c)
         )
-        rows = sorted(connection.execute(update).all(), key=lambda row: (row.due_at, row.id))
-        return [to_record(row) for row in rows]
+        if self._is_postgres:
+            update = update.returning(*_notifications(claimable=False), _RELAXED_COMMIT)
+        return update
 
     def _take_selected(
         self,
@@ -379,6 +510,7 @@ class SQLBackend(Backend):
                 connection, job_id, token, {"lease_expires_at": self._clock().after(lease)}
             ),
             write=True,
+            single=True,
         )
 
     def progress(self, job_id: str, token: str, progress: Progress, *, lease: float) -> LeaseState:
@@ -388,7 +520,7 @@ class SQLBackend(Backend):
             clock = self._clock()
             values: dict[str, Any] = schema.progress_values(progress)
             values.update(updated_at=clock.now, lease_expires_at=clock.after(lease))
-            state = self._renew(connection, job_id, token, values)
+            state = self._renew(connection, job_id, token, values, notify=True)
             if state is not LeaseState.LOST:
                 connection.execute(schema.log_progress(job_id))
             return state
@@ -397,6 +529,18 @@ class SQLBackend(Backend):
 
     def finish(self, job_id: str, token: str, outcome: Outcome) -> bool:
         """Write the final state of a held job and free its unique key."""
+        if outcome.progress is None:
+            parameters = {
+                f"jobrunner_{name}": value for name, value in _outcome_row(outcome).items()
+            }
+            parameters.update(jobrunner_id=job_id, jobrunner_token=token)
+            if self._is_clock_fixed:
+                parameters["jobrunner_now"] = utcnow()
+            return self._run(
+                lambda connection: self._changed(connection, self._finish_statement, parameters),
+                write=True,
+                single=True,
+            )
 
         def write(connection: sa.Connection) -> bool:
             clock = self._clock()
@@ -409,14 +553,114 @@ class SQLBackend(Backend):
                 updated_at=clock.now,
                 active_unique_key=None,
             )
-            done = connection.execute(
-                sa.update(jobs).where(schema.held(job_id, token)).values(values)
-            ).rowcount
+            update = sa.update(jobs).where(schema.held(job_id, token)).values(values)
+            done = self._execute_notifying(connection, update, claimable=False)
             if done and outcome.progress is not None:
                 connection.execute(schema.log_progress(job_id))
-            return bool(done)
+            return done
 
-        return self._run(write, write=True)
+        return self._run(write, write=True, single=outcome.progress is None)
+
+    @functools.cached_property
+    def _finish_statement(self) -> sa.Update:
+        # A finish without progress, built once.
+        clock = dialects.BoundClock() if self._is_clock_fixed else self._clock()
+        held = sa.and_(
+            jobs.c.id == sa.bindparam("jobrunner_id"),
+            jobs.c.token == sa.bindparam("jobrunner_token"),
+            jobs.c.status == schema.IN_PROGRESS,
+        )
+        written = {
+            name: sa.bindparam(f"jobrunner_{name}", type_=jobs.c[name].type)
+            for name in _outcome_row(Outcome(JobStatus.COMPLETED))
+        }
+        update = (
+            sa.update(jobs)
+            .where(held)
+            .values(
+                **written,
+                token=None,
+                lease_expires_at=None,
+                finished_at=clock.now,
+                updated_at=clock.now,
+                active_unique_key=None,
+            )
+        )
+        return update.returning(*_notifications(claimable=False)) if self._is_postgres else update
+
+    def _changed(self, connection: sa.Connection, statement: Any, parameters: Any) -> bool:
+        # Whether a prebuilt UPDATE (with its notifications on PostgreSQL) changed a row.
+        result = connection.execute(statement, parameters)
+        return bool(result.all()) if self._is_postgres else bool(result.rowcount)
+
+    def finish_many(self, finishes: Sequence[tuple[str, str, Outcome]]) -> list[bool]:
+        """:meth:`finish` each ``(job_id, token, outcome)``, in one ``UPDATE`` per batch.
+
+        See :meth:`Backend.finish_many`. A job twice in *finishes* (taken back
+        and claimed again meanwhile) is finished apart.
+        """
+        answers = [False] * len(finishes)
+        batch: dict[str, int] = {}
+        apart = []
+        for index, (job_id, _, _) in enumerate(finishes):
+            if job_id in batch:
+                apart.append(index)
+            else:
+                batch[job_id] = index
+        indexes = list(batch.values())
+        for start in range(0, len(indexes), FINISH_BATCH):
+            chunk = [finishes[index] for index in indexes[start : start + FINISH_BATCH]]
+            if len(chunk) == 1:
+                done = [self.finish(*chunk[0])]
+            else:
+                logs = any(outcome.progress is not None for _, _, outcome in chunk)
+                write = functools.partial(self._finish_batch, finishes=chunk)
+                done = self._run(write, write=True, single=self._returning and not logs)
+            for index, was_done in zip(indexes[start : start + FINISH_BATCH], done, strict=True):
+                answers[index] = was_done
+        for index in apart:
+            answers[index] = self.finish(*finishes[index])
+        return answers
+
+    def _finish_batch(
+        self, connection: sa.Connection, *, finishes: list[tuple[str, str, Outcome]]
+    ) -> list[bool]:
+        clock = self._clock()
+        held = sa.and_(
+            sa.tuple_(jobs.c.id, jobs.c.token).in_(
+                [(job_id, token) for job_id, token, _ in finishes]
+            ),
+            jobs.c.status == schema.IN_PROGRESS,
+        )
+        if self._returning:
+            which = held
+        else:  # MariaDB's UPDATE returns no rows: lock the held ones first
+            locked = connection.execute(sa.select(jobs.c.id).where(held).with_for_update())
+            ids = [row.id for row in locked]
+            if not ids:
+                return [False] * len(finishes)
+            which = jobs.c.id.in_(ids)
+        values = schema.finished_values([(job_id, outcome) for job_id, _, outcome in finishes])
+        values.update(
+            token=None,
+            lease_expires_at=None,
+            finished_at=clock.now,
+            updated_at=clock.now,
+            active_unique_key=None,
+        )
+        update = sa.update(jobs).where(which).values(values)
+        if self._returning:
+            update = update.returning(jobs.c.id)
+            if self._is_postgres:
+                update = update.returning(*_notifications(claimable=False))
+            ids = [row.id for row in connection.execute(update)]
+        else:
+            connection.execute(update)
+        finished = set(ids)
+        logged = [job_id for job_id, _, outcome in finishes if outcome.progress is not None]
+        if any(job_id in finished for job_id in logged):
+            connection.execute(schema.log_progress([i for i in logged if i in finished]))
+        return [job_id in finished for job_id, _, _ in finishes]
 
     def retry_later(self, job_id: str, token: str, run_at: datetime, error: Outcome) -> bool:
         """Put a held job back as pending until *run_at*, keeping the attempt's error."""
@@ -446,18 +690,29 @@ class SQLBackend(Backend):
         return self._given_back_by(write)
 
     def _given_back_by(self, write: Callable[[sa.Connection], bool]) -> bool:
-        done = self._run(write, write=True)
+        done = self._run(write, write=True, single=True)
         if done:
             self._signal_locally()
         return done
 
     def _renew(
-        self, connection: sa.Connection, job_id: str, token: str, values: dict[str, Any]
+        self,
+        connection: sa.Connection,
+        job_id: str,
+        token: str,
+        values: dict[str, Any],
+        *,
+        notify: bool = False,
     ) -> LeaseState:
+        # *notify*: whether this is a change of the job (a heartbeat is not).
         held = schema.held(job_id, token)
         if self._returning:
-            update = sa.update(jobs).where(held).values(values)
-            row = connection.execute(update.returning(jobs.c.cancel_requested)).first()
+            renew = sa.update(jobs).where(held).values(values).returning(jobs.c.cancel_requested)
+            if self._is_postgres:
+                renew = renew.returning(_RELAXED_COMMIT)
+                if notify:
+                    renew = renew.returning(*_notifications(claimable=False))
+            row = connection.execute(renew).first()
             if row is None:
                 return LeaseState.LOST
             return LeaseState.CANCEL_REQUESTED if row[0] else LeaseState.HELD
@@ -495,7 +750,10 @@ class SQLBackend(Backend):
             )
             for update in (pending, running):
                 if self._returning:
-                    row = connection.execute(update.returning(*jobs.c)).first()
+                    update = update.returning(*jobs.c)
+                    if self._is_postgres:
+                        update = update.returning(*_notifications(claimable=False))
+                    row = connection.execute(update).first()
                     if row is not None:
                         return to_record(row)
                 elif connection.execute(update).rowcount:
@@ -506,7 +764,9 @@ class SQLBackend(Backend):
 
     def get(self, job_id: str) -> JobRecord | None:
         """The stored job, or ``None``."""
-        return self._run(lambda connection: self._select_one(connection, job_id), write=False)
+        return self._run(
+            lambda connection: self._select_one(connection, job_id), write=False, single=True
+        )
 
     def list_jobs(
         self,
@@ -536,7 +796,9 @@ class SQLBackend(Backend):
                 )
             )
         query = query.order_by(jobs.c.created_at.desc(), jobs.c.id.desc()).limit(limit + 1)
-        rows = self._run(lambda connection: connection.execute(query).all(), write=False)
+        rows = self._run(
+            lambda connection: connection.execute(query).all(), write=False, single=True
+        )
         page = [to_record(row) for row in rows[:limit]]
         return page, encode_cursor(page[-1]) if len(rows) > limit else None
 
@@ -569,9 +831,8 @@ class SQLBackend(Backend):
                     values["due_at"] = min(record.created_at, row.jobrunner_now)
                 else:
                     values["active_unique_key"] = None
-                connection.execute(
-                    sa.update(jobs).where(schema.held(record.id, row.token)).values(values)
-                )
+                update = sa.update(jobs).where(schema.held(record.id, row.token)).values(values)
+                self._execute_notifying(connection, update, claimable=False)
                 changed.append(record)
             if self._is_postgres and any(r.status is JobStatus.PENDING for r in changed):
                 connection.execute(sa.select(sa.func.pg_notify(sql_listener.CHANNEL, "")))
@@ -585,7 +846,9 @@ class SQLBackend(Backend):
     def counts(self) -> dict[JobStatus, int]:
         """How many jobs are in each status, in one ``GROUP BY``."""
         query = sa.select(jobs.c.status, sa.func.count()).group_by(jobs.c.status)
-        rows = self._run(lambda connection: connection.execute(query).all(), write=False)
+        rows = self._run(
+            lambda connection: connection.execute(query).all(), write=False, single=True
+        )
         totals = dict.fromkeys(JobStatus, 0)
         for status, count in rows:
             totals[JobStatus(status)] = count
@@ -599,6 +862,71 @@ class SQLBackend(Backend):
             connection.execute(sa.delete(jobs))
 
         self._run(clear, write=True)
+
+    def wait_finished(self, job_id: str, timeout: float) -> JobRecord | None:
+        """Wait up to *timeout* seconds for the job to finish; returns it as it is then.
+
+        On PostgreSQL the finish's notification wakes the caller; elsewhere
+        it polls, every millisecond at first and less often as time goes by.
+        """
+        if self._listener is None:
+            return self._poll_until(job_id, _is_finished, timeout)
+        return self._watch_until(job_id, _is_finished, timeout)
+
+    def wait_changed(self, job_id: str, after: datetime | None, timeout: float) -> JobRecord | None:
+        """Wait up to *timeout* seconds for the job to change after revision *after*.
+
+        See :meth:`Backend.wait_changed`. On PostgreSQL the change's
+        notification wakes the caller; elsewhere it polls.
+        """
+        if self._listener is None:
+            return super().wait_changed(job_id, after, timeout)
+        return self._watch_until(job_id, lambda record: is_newer(record, after), timeout)
+
+    def _poll_until(
+        self, job_id: str, is_done: Callable[[JobRecord], bool], timeout: float
+    ) -> JobRecord | None:
+        deadline = time.monotonic() + timeout
+        interval = POLL_MIN
+        while True:
+            record = self.get(job_id)
+            remaining = deadline - time.monotonic()
+            if record is None or is_done(record) or remaining <= 0:
+                return record
+            time.sleep(min(interval, remaining))
+            interval = min(interval * 1.25, 0.25)
+
+    def _watch_until(
+        self, job_id: str, is_done: Callable[[JobRecord], bool], timeout: float
+    ) -> JobRecord | None:
+        # Watches before each read, so a change between read and wait still wakes it.
+        listener = self._listener
+        assert listener is not None
+        deadline = time.monotonic() + timeout
+        with self._watch:
+            entry = self._watched.setdefault(job_id, [0, 0])
+            entry[1] += 1
+        listener.enter(min(timeout, dialects.CONNECT_TIMEOUT))
+        try:
+            poll = POLL_MIN
+            while True:
+                with self._watch:
+                    seen = entry[0]
+                record = self.get(job_id)
+                remaining = deadline - time.monotonic()
+                if record is None or is_done(record) or remaining <= 0:
+                    return record
+                # Polls only while the listener is not (yet, or any more) connected.
+                pause = remaining if listener.is_listening else min(remaining, poll)
+                with self._watch:
+                    woken = self._watch.wait_for(functools.partial(_moved, entry, seen), pause)
+                poll = POLL_MIN if woken else min(poll * 2, POLL_MAX)
+        finally:
+            listener.leave()
+            with self._watch:
+                entry[1] -= 1
+                if entry[1] == 0:
+                    del self._watched[job_id]
 
     def interrupt(self) -> None:
         """Wake every :meth:`claim` waiting in this process; each returns what it has."""
@@ -616,14 +944,18 @@ class SQLBackend(Backend):
 
     # -- helpers ------------------------------------------------------------
 
-    def _run(self, work: Callable[[sa.Connection], T], *, write: bool) -> T:
-        # *work* in one transaction, tables created first if need be.
+    def _run(self, work: Callable[[sa.Connection], T], *, write: bool, single: bool = False) -> T:
+        # *work* in one transaction, tables created first if need be. *single*:
+        # its only write is one statement, which is atomic on its own.
         if not self._is_set_up:
             if self.create_tables:
                 self.setup()
             else:
                 self._is_set_up = True  # a missing table reads as ConfigurationError
         with self._translated_errors():
+            if single and self._autocommit is not None:
+                with self._autocommit.connect() as connection:
+                    return work(connection)
             return self._transaction(work, write=write)
 
     def _transaction(self, work: Callable[[sa.Connection], T], *, write: bool) -> T:
@@ -660,19 +992,35 @@ class SQLBackend(Backend):
                 " Try again, or give the pool more connections."
             ) from error
 
-    def _execute_notifying(self, connection: sa.Connection, statement: Any) -> bool:
-        # Executes an INSERT or UPDATE of jobs that may make a job claimable;
-        # returns whether it changed a row. On PostgreSQL, each changed row
-        # also notifies (delivered at commit), in the same round trip.
+    def _execute_notifying(
+        self, connection: sa.Connection, statement: Any, *, claimable: bool = True
+    ) -> bool:
+        # Executes an INSERT or UPDATE of jobs; returns whether it changed a
+        # row. On PostgreSQL, each changed row also notifies (delivered at
+        # commit), in the same round trip: that it changed, and if
+        # *claimable*, that it may be claimed now.
         if self._is_postgres:
-            notify = sa.func.pg_notify(sql_listener.CHANNEL, jobs.c.queue)
-            return bool(connection.execute(statement.returning(notify)).all())
+            notified = statement.returning(*_notifications(claimable=claimable))
+            return bool(connection.execute(notified).all())
         return bool(connection.execute(statement).rowcount)
 
     def _signal(self) -> None:
         with self._wake:
             self._signals += 1
+            self._last_work = time.monotonic()
             self._wake.notify_all()
+
+    def _job_changed(self, job_id: str | None) -> None:
+        # From the listener: job *job_id* changed (None: any may have).
+        with self._watch:
+            if job_id is None:
+                for watched in self._watched.values():
+                    watched[0] += 1
+            elif (entry := self._watched.get(job_id)) is not None:
+                entry[0] += 1
+            else:
+                return
+            self._watch.notify_all()
 
     def _signal_locally(self) -> None:
         # A claim waiting in this process need not wait for its next poll.
@@ -681,7 +1029,7 @@ class SQLBackend(Backend):
             self._signal()
 
     def _select_one(self, connection: sa.Connection, job_id: str) -> JobRecord | None:
-        row = connection.execute(sa.select(jobs).where(jobs.c.id == job_id)).first()
+        row = connection.execute(_SELECT_ONE, {"jobrunner_id": job_id}).first()
         return None if row is None else to_record(row)
 
     def _delete(self, connection: sa.Connection, which: sa.ColumnElement[bool]) -> int:
@@ -698,6 +1046,65 @@ class SQLBackend(Backend):
         self._reset_locks()
         if self._listener is not None:
             self._listener.after_fork()
+
+    # -- periodic schedules (claim_tick) --------------------------------------
+
+    def claim_tick(self, schedule: str, tick: datetime) -> bool:
+        """Record a schedule's tick: an ``INSERT`` the primary key refuses a second time.
+
+        The caller that inserts also deletes the schedule's ticks older than
+        the result TTL, in the same transaction.
+        """
+        row = {"schedule": schedule, "tick": tick}
+        expired = sa.and_(
+            schema.job_ticks.c.schedule == schedule,
+            schema.job_ticks.c.tick < tick - timedelta(seconds=self.result_ttl),
+        )
+
+        def insert(connection: sa.Connection) -> None:
+            connection.execute(sa.insert(schema.job_ticks).values(row))
+            connection.execute(sa.delete(schema.job_ticks).where(expired))
+
+        try:
+            self._run(insert, write=True)
+        except sa.exc.IntegrityError:
+            return False
+        return True
+
+
+_SELECT_ONE = sa.select(jobs).where(jobs.c.id == sa.bindparam("jobrunner_id"))
+
+# In a RETURNING list on PostgreSQL: this transaction's commit does not wait
+# for its WAL to reach the disk. For claims, heartbeats and progress only: a
+# server crash may undo the last of those (as if the worker had died: the job
+# runs again, at least once), never an enqueue or a finish, and never half of one.
+_RELAXED_COMMIT = sa.func.set_config("synchronous_commit", "off", True).label("jobrunner_relaxed")
+
+
+def _outcome_row(outcome: Outcome) -> dict[str, Any]:
+    """The columns a final outcome without progress writes."""
+    values = schema.outcome_values(outcome)
+    values["status"] = outcome.status.value
+    return values
+
+
+def _moved(entry: list[int], seen: int) -> bool:
+    # Whether a watched job's change count moved on from *seen*.
+    return entry[0] != seen
+
+
+def _is_finished(record: JobRecord) -> bool:
+    return record.is_finished
+
+
+def _notifications(*, claimable: bool) -> list[sa.ColumnElement[Any]]:
+    # PostgreSQL's notifications of a changed row of jobs, as RETURNING columns.
+    notes: list[sa.ColumnElement[Any]] = [
+        sa.func.pg_notify(sql_listener.EVENTS_CHANNEL, jobs.c.id).label("jobrunner_event")
+    ]
+    if claimable:
+        notes.append(sa.func.pg_notify(sql_listener.CHANNEL, jobs.c.queue).label("jobrunner_work"))
+    return notes
 
 
 def _is_due(

@@ -6,12 +6,14 @@ the database's clock as SQL, and what a driver error means for the app.
 
 from __future__ import annotations
 
+import select
 import weakref
 from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.dialects import mysql, postgresql, sqlite
 
 from ..errors import BackendUnavailable, ConfigurationError, JobRunnerError
 from ..record import utcnow
@@ -30,6 +32,8 @@ _DEFAULT_DRIVERS = {
     "mysql": "mysql+pymysql",
     "mariadb": "mariadb+pymysql",
 }
+# PyMySQL's SERVER_STATUS_IN_TRANS flag.
+_MYSQL_IN_TRANSACTION = 1
 # Engines made by create_engine below, whose SQLite hooks are already in place.
 _PREPARED: weakref.WeakSet[sa.Engine] = weakref.WeakSet()
 
@@ -67,15 +71,61 @@ def create_engine(url: str, *, pool_size: int) -> sa.Engine:
         # No gap locks: a claim never blocks an enqueue of a new job.
         options["isolation_level"] = "READ COMMITTED"
         options["pool_recycle"] = 3600
-    return sa.create_engine(
+    engine = sa.create_engine(
         parsed,
         pool_size=pool_size,
         max_overflow=2 * pool_size,
         pool_timeout=10,
-        pool_pre_ping=True,
+        # Every use of a connection ends its transaction; _reset_connection
+        # rolls back only one that did not, instead of every checkin.
+        pool_reset_on_return=None,
         connect_args=connect_args,
         **options,
     )
+    sa.event.listen(engine, "checkout", _refuse_dead_connection)
+    sa.event.listen(engine, "reset", _reset_connection)
+    return engine
+
+
+def _refuse_dead_connection(
+    dbapi_connection: Any, connection_record: Any, connection_proxy: Any
+) -> None:
+    # The cheap stand-in for pool_pre_ping, without its round trip: an idle
+    # connection has nothing to read unless the server closed it (a restart,
+    # a kill, a timeout). The pool then opens a new one.
+    if _is_readable(_socket_of(dbapi_connection)):
+        raise sa.exc.DisconnectionError("The server closed this pooled connection.")
+
+
+def _socket_of(dbapi_connection: Any) -> int | None:
+    fileno = getattr(dbapi_connection, "fileno", None)  # psycopg
+    if fileno is None:
+        sock = getattr(dbapi_connection, "_sock", None)  # PyMySQL
+        fileno = None if sock is None else sock.fileno
+    try:
+        return None if fileno is None else int(fileno())
+    except Exception:  # closed already: let the first statement tell
+        return None
+
+
+def _is_readable(fd: int | None) -> bool:
+    if fd is None or fd < 0:
+        return False
+    if hasattr(select, "poll"):
+        poller = select.poll()
+        poller.register(fd, select.POLLIN)
+        return bool(poller.poll(0))
+    return bool(select.select([fd], [], [], 0)[0])
+
+
+def _reset_connection(dbapi_connection: Any, connection_record: Any, reset_state: Any) -> None:
+    # Only a connection still inside a transaction needs the rollback round
+    # trip (psycopg checks this itself; PyMySQL reports it in server_status).
+    if reset_state.terminate_only:
+        return
+    status = getattr(dbapi_connection, "server_status", None)
+    if status is None or status & _MYSQL_IN_TRANSACTION:
+        dbapi_connection.rollback()
 
 
 def prepare_engine(engine: sa.Engine) -> sa.Engine:
@@ -153,6 +203,20 @@ def app_engine(app: Any) -> sa.Engine:
     return engine
 
 
+def insert_new(table: sa.Table, dialect: sa.Dialect) -> sa.Insert:
+    """An ``INSERT`` into *table* that skips a row whose primary key is stored already."""
+    if dialect.name == "postgresql":
+        return postgresql.insert(table).on_conflict_do_nothing()
+    if dialect.name == "sqlite":
+        return sqlite.insert(table).on_conflict_do_nothing()
+    if dialect.name in ("mysql", "mariadb"):
+        # Not INSERT IGNORE, which would also turn bad values into warnings.
+        insert = mysql.insert(table)
+        key = table.primary_key.columns[0].name
+        return insert.on_duplicate_key_update({key: insert.inserted[key]})
+    raise ConfigurationError(f"The SQL job backend does not support {dialect.name!r}.")
+
+
 # -- the clock ---------------------------------------------------------------
 
 
@@ -207,6 +271,17 @@ class FixedClock(Clock):
     def after(self, seconds: float) -> sa.ColumnElement[datetime]:
         """The time *seconds* after :attr:`value`."""
         return sa.literal(self.value + timedelta(seconds=seconds), UTCDateTime())
+
+
+class BoundClock(Clock):
+    """A clock whose time is the parameter ``jobrunner_now``, given when a statement runs.
+
+    For a statement built once on SQLite, whose clock is this machine's. It
+    has no :meth:`~Clock.after`: give such times as parameters too.
+    """
+
+    def __init__(self) -> None:
+        self.now = sa.bindparam("jobrunner_now", type_=UTCDateTime())
 
 
 def clock_factory(dialect: sa.Dialect) -> Callable[[], Clock]:

@@ -1,9 +1,11 @@
-"""The PostgreSQL ``LISTEN`` connection that wakes the claims waiting in a process.
+"""The PostgreSQL ``LISTEN`` connection that wakes the claims and watchers waiting in a process.
 
-Enqueues and give-backs notify :data:`CHANNEL` in their own transaction
-(delivered at commit). One connection per backend, outside the engine's
-pool, waits for those notifications in a thread and wakes every waiting
-claim, so a new job starts at once and an idle worker sends no queries.
+Enqueues and give-backs notify :data:`CHANNEL` in their own statement
+(delivered at commit), and every change of a job notifies
+:data:`EVENTS_CHANNEL` with the job's id. One connection per backend,
+outside the engine's pool, waits for those notifications in a thread and
+wakes every waiting claim, or the callers watching that job, so a new job
+starts at once, a finish is seen at once, and an idle worker sends no queries.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import os
 import select
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import sqlalchemy as sa
@@ -25,6 +27,8 @@ logger = logging.getLogger("flask_jobrunner.backends.sql")
 
 #: The channel a PostgreSQL backend notifies when a job becomes claimable.
 CHANNEL = "jobrunner_jobs"
+#: The channel a PostgreSQL backend notifies, with the job's id, when a job changes.
+EVENTS_CHANNEL = "jobrunner_events"
 #: Seconds the listening thread stays after the last claim stopped waiting.
 LISTEN_IDLE = 2.0
 
@@ -93,20 +97,29 @@ class _Run:
 
 
 class Listener:
-    """A connection, outside the pool, that waits for ``NOTIFY`` in a thread and calls *wake*.
+    """A connection, outside the pool, that waits for ``NOTIFY`` in a thread and calls back.
 
-    The thread starts when a claim first waits and ends :data:`LISTEN_IDLE`
-    seconds after the last one stopped waiting, so an idle process holds no
-    extra connection. *wake* is also called whenever the connection is made
-    or lost, since a notification may have been missed meanwhile.
+    The thread starts when a claim or a watcher first waits and ends
+    :data:`LISTEN_IDLE` seconds after the last one stopped waiting, so an
+    idle process holds no extra connection. *wake* and *changed* (with
+    ``None``) are also called whenever the connection is made or lost,
+    since a notification may have been missed meanwhile.
 
     :param connect: Opens a new psycopg connection.
-    :param wake: Called from the thread on every notification.
+    :param wake: Called from the thread on every notification of :data:`CHANNEL`.
+    :param changed: Called from the thread with the job id of every
+        notification of :data:`EVENTS_CHANNEL`.
     """
 
-    def __init__(self, connect: Callable[[], Any], wake: Callable[[], None]) -> None:
+    def __init__(
+        self,
+        connect: Callable[[], Any],
+        wake: Callable[[], None],
+        changed: Callable[[str | None], None],
+    ) -> None:
         self._connect = connect
         self._wake = wake
+        self._changed = changed
         self._reset()
 
     def _reset(self) -> None:
@@ -122,7 +135,7 @@ class Listener:
         return run is not None and run.listening.is_set()
 
     def enter(self, timeout: float) -> bool:
-        """Count a waiting claim and start listening if needed; returns :attr:`is_listening`.
+        """Count a waiting caller and start listening if needed; returns :attr:`is_listening`.
 
         A new thread's first connection attempt is waited for, up to *timeout*.
         """
@@ -139,7 +152,7 @@ class Listener:
         return run.listening.is_set()
 
     def leave(self) -> None:
-        """Count a claim that no longer waits."""
+        """Count a caller that no longer waits."""
         with self._lock:
             self._waiters -= 1
             self._left_at = time.monotonic()
@@ -164,17 +177,17 @@ class Listener:
             while True:
                 try:
                     run.connection = self._connect()
-                    run.connection.execute(f"LISTEN {CHANNEL}")
+                    run.connection.execute(f"LISTEN {CHANNEL}; LISTEN {EVENTS_CHANNEL}")
                 except Exception as error:
                     logger.debug("Could not LISTEN for new jobs: %s", error)
                 else:
                     backoff = 0.05
                     run.listening.set()
                     run.tried.set()
-                    self._wake()
+                    self._wake_everyone()
                     self._receive(run)
                     run.listening.clear()
-                    self._wake()  # waiting claims go back to polling
+                    self._wake_everyone()  # waiting callers go back to polling
                 finally:
                     self._disconnect(run)
                 run.tried.set()
@@ -191,10 +204,25 @@ class Listener:
                 stop, news = run.wait(run.connection, LISTEN_IDLE / 4)
                 if stop:
                     return
-                if news and list(run.connection.notifies(timeout=0)):
-                    self._wake()
+                if news:
+                    self._dispatch(run.connection.notifies(timeout=0))
         except Exception as error:
             logger.warning("The LISTEN connection for new jobs broke: %s", error)
+
+    def _dispatch(self, notifications: Iterable[Any]) -> None:
+        # One wake-up of the claims per batch, however many jobs arrived.
+        has_work = False
+        for notification in notifications:
+            if notification.channel == EVENTS_CHANNEL:
+                self._changed(notification.payload)
+            else:
+                has_work = True
+        if has_work:
+            self._wake()
+
+    def _wake_everyone(self) -> None:
+        self._wake()
+        self._changed(None)
 
     def _is_done(self, run: _Run) -> bool:
         with self._lock:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import enum
 import json
+from collections.abc import Sequence
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
@@ -131,6 +132,15 @@ job_progress = sa.Table(
     **_MYSQL_TABLE,
 )
 
+#: One row per submitted tick of a periodic schedule; the key makes a second claim fail.
+job_ticks = sa.Table(
+    "job_ticks",
+    metadata,
+    sa.Column("schedule", _Name, primary_key=True),
+    sa.Column("tick", UTCDateTime(), primary_key=True),
+    **_MYSQL_TABLE,
+)
+
 #: The columns of ``jobs`` a progress report writes, and ``job_progress`` logs.
 PROGRESS_FIELDS = ("percentage", "message", "items_processed", "total_items")
 
@@ -190,16 +200,23 @@ def no_later(moment: Any, clock: Clock) -> sa.ColumnElement[datetime]:
     return sa.case((moment < clock.now, moment), else_=clock.now)
 
 
-def claimed(clock: Clock, prefix: str, lease: float) -> dict[str, Any]:
-    """What a claim writes: a new token (*prefix* + id), one more attempt and a lease."""
+def claimed(
+    clock: Clock, prefix: str | sa.ColumnElement[str], lease: float | sa.ColumnElement[datetime]
+) -> dict[str, Any]:
+    """What a claim writes: a new token (*prefix* + id), one more attempt and a lease.
+
+    *prefix* and *lease* (seconds, or the lease's end) may be SQL expressions,
+    for a statement built once and run with parameters.
+    """
     return {
         "status": IN_PROGRESS,
-        "token": sa.literal(prefix) + jobs.c.id,
+        "token": (prefix if isinstance(prefix, sa.ColumnElement) else sa.literal(prefix))
+        + jobs.c.id,
         "attempts": jobs.c.attempts + 1,
         "cancel_requested": False,
         "updated_at": clock.now,
         "started_at": sa.func.coalesce(jobs.c.started_at, clock.now),
-        "lease_expires_at": clock.after(lease),
+        "lease_expires_at": lease if isinstance(lease, sa.ColumnElement) else clock.after(lease),
     }
 
 
@@ -241,13 +258,39 @@ def outcome_values(outcome: Outcome) -> dict[str, Any]:
     return values
 
 
-def log_progress(job_id: str) -> sa.Insert:
-    """An ``INSERT`` into ``job_progress`` of the job's progress as it now stands."""
+def log_progress(job_id: str | Sequence[str]) -> sa.Insert:
+    """An ``INSERT`` into ``job_progress`` of the progress of one or more jobs as it now stands."""
     columns = [jobs.c.id, jobs.c.updated_at, *(jobs.c[name] for name in PROGRESS_FIELDS)]
+    which = jobs.c.id == job_id if isinstance(job_id, str) else jobs.c.id.in_(job_id)
     return sa.insert(job_progress).from_select(
-        ["job_id", "updated_at", *PROGRESS_FIELDS],
-        sa.select(*columns).where(jobs.c.id == job_id),
+        ["job_id", "updated_at", *PROGRESS_FIELDS], sa.select(*columns).where(which)
     )
+
+
+def finished_values(outcomes: Sequence[tuple[str, Outcome]]) -> dict[str, Any]:
+    """What finishing each ``(job_id, outcome)`` writes, as one ``UPDATE``'s values.
+
+    A column that the outcomes set alike gets that value; one they set
+    differently a ``CASE`` on the job's id.
+    """
+    by_column: dict[str, dict[str, Any]] = {}
+    for job_id, outcome in outcomes:
+        values = outcome_values(outcome)
+        values["status"] = outcome.status.value
+        for name, value in values.items():
+            by_column.setdefault(name, {})[job_id] = value
+    written: dict[str, Any] = {}
+    for name, by_id in by_column.items():
+        column = jobs.c[name]
+        distinct = set(by_id.values())
+        if len(by_id) == len(outcomes) and len(distinct) == 1:
+            written[name] = sa.literal(distinct.pop(), column.type)
+        else:
+            whens = [
+                (jobs.c.id == job_id, sa.literal(v, column.type)) for job_id, v in by_id.items()
+            ]
+            written[name] = sa.case(*whens, else_=column)
+    return written
 
 
 def recovered(record: JobRecord, now: datetime, max_recoveries: int) -> JobRecord:
