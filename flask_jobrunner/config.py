@@ -37,8 +37,13 @@ DEFAULTS: dict[str, Any] = {
     "API_OPEN": False,
     "EAGER": False,
     "DASHBOARD": False,
+    "DASHBOARD_URL": "/jobs/",
     "REDIS_PREFIX": "jobrunner",
     "CREATE_TABLES": True,
+    "EVENTS_HEARTBEAT": 15.0,
+    "EVENTS_MAX_DURATION": 60.0,
+    "SCHEDULER": True,
+    "SCHEDULE_CATCHUP": 3600.0,
 }
 
 
@@ -64,8 +69,13 @@ class Settings(pydantic.BaseModel):
     api_open: bool
     eager: bool
     dashboard: bool
+    dashboard_url: str
     redis_prefix: str = pydantic.Field(min_length=1)
     create_tables: bool
+    events_heartbeat: float = pydantic.Field(gt=0)
+    events_max_duration: float = pydantic.Field(gt=0)
+    scheduler: bool
+    schedule_catchup: float = pydantic.Field(ge=0)
 
     @pydantic.field_validator("url_prefix")
     @classmethod
@@ -73,6 +83,13 @@ class Settings(pydantic.BaseModel):
         if not value.startswith("/"):
             raise ValueError("must start with '/'")
         return value.rstrip("/") or "/"
+
+    @pydantic.field_validator("dashboard_url")
+    @classmethod
+    def _dashboard_url_is_a_path(cls, value: str) -> str:
+        if not value.startswith("/"):
+            raise ValueError("must start with '/'")
+        return value
 
 
 def read_settings(config: Mapping[str, Any], options: Mapping[str, Any]) -> Settings:

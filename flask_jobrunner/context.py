@@ -57,6 +57,7 @@ class JobContext:
         self._cancel_requested = False
         self._timed_out = False
         self._lost = False
+        self._finishing = False
 
     def __repr__(self) -> str:
         return f"<JobContext {self.task!r} {self.id}>"
@@ -75,6 +76,11 @@ class JobContext:
     def lost(self) -> bool:
         """Whether another worker took the job over; nothing this one writes is kept."""
         return self._lost
+
+    @property
+    def is_finishing(self) -> bool:
+        """Whether the task ended and its final state waits to be written."""
+        return self._finishing
 
     @property
     def latest_progress(self) -> Progress:
@@ -164,6 +170,10 @@ class JobContext:
     def mark_cancel_requested(self) -> None:
         """Record that a cancel was requested; the task sees it at its next check."""
         self._cancel_requested = True
+
+    def mark_finishing(self) -> None:
+        """Record that the task ended; its outcome, decided, is no longer a timeout's to change."""
+        self._finishing = True
 
     def mark_lost(self) -> None:
         """Record that the job was given back; the task sees it at its next check."""

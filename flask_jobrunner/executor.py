@@ -14,6 +14,7 @@ import dataclasses
 import inspect
 import logging
 import random
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
@@ -35,6 +36,9 @@ logger = logging.getLogger("flask_jobrunner")
 #: The longest wait before a retry, whatever the backoff.
 MAX_RETRY_DELAY = 3600.0
 
+#: Takes over the final write of a job: ``finish(context, job, outcome)``.
+FinishCallback = Callable[[JobContext, Job, Outcome], None]
+
 
 def job_context(app: Flask, state: AppState, claim: Claim) -> JobContext:
     """The context a claimed job runs with, from the app's settings.
@@ -53,11 +57,21 @@ def job_context(app: Flask, state: AppState, claim: Claim) -> JobContext:
     )
 
 
-def execute(app: Flask, state: AppState, context: JobContext, job: Job) -> None:
+def execute(
+    app: Flask,
+    state: AppState,
+    context: JobContext,
+    job: Job,
+    finish: FinishCallback | None = None,
+) -> None:
     """Run the task of *job* and store its outcome (or schedule its retry).
 
     Never raises for anything the task does; a backend that fails during the
     final write is logged, and the lease brings the job back later.
+
+    :param finish: Takes over the final write when given (the worker's
+        :class:`~flask_jobrunner.finisher.Finisher`); a retry is always
+        stored here, before this returns.
     """
     task = state.runner.tasks.get(job.task)
     reset = _current.set(context)
@@ -72,11 +86,16 @@ def execute(app: Flask, state: AppState, context: JobContext, job: Job) -> None:
         else:
             with app.app_context():
                 job_started.send(app, job=job)
-                args, kwargs = task.load_arguments(job.record.args, job.record.kwargs)
+                record = job.record
+                if record.args or record.kwargs:
+                    args, kwargs = task.load_arguments(record.args, record.kwargs)
+                else:  # nothing to convert: the function's own defaults apply
+                    args, kwargs = [], {}
                 value: Any = task.func(*args, **kwargs)
                 if inspect.isawaitable(value):
                     value = _run_awaitable(value)
-                outcome = Outcome(JobStatus.COMPLETED, result=task.dump_result(value))
+                result = None if value is None else task.dump_result(value)
+                outcome = Outcome(JobStatus.COMPLETED, result=result)
     except (Exception, SystemExit) as error:  # sys.exit() in a task fails the job, not the thread
         outcome = _outcome_of_error(context, job, error)
     finally:
@@ -87,7 +106,7 @@ def execute(app: Flask, state: AppState, context: JobContext, job: Job) -> None:
     if context.cancelled and outcome.status is not JobStatus.COMPLETED:
         outcome = Outcome(JobStatus.CANCELLED)
     outcome = dataclasses.replace(outcome, progress=context.latest_progress)
-    _store(app, state, context, job, outcome)
+    _store(app, state, context, job, outcome, finish)
 
 
 async def _awaited(value: Any) -> Any:
@@ -140,7 +159,14 @@ def timeout_outcome(context: JobContext) -> Outcome:
     )
 
 
-def _store(app: Flask, state: AppState, context: JobContext, job: Job, outcome: Outcome) -> None:
+def _store(
+    app: Flask,
+    state: AppState,
+    context: JobContext,
+    job: Job,
+    outcome: Outcome,
+    finish: FinishCallback | None,
+) -> None:
     backend = state.backend
     task = state.runner.tasks.get(job.task)
     try:
@@ -152,6 +178,9 @@ def _store(app: Flask, state: AppState, context: JobContext, job: Job, outcome: 
             delay = 0.0 if state.settings.eager else retry_delay(task.retry_backoff, job.record)
             run_at = backend.now() + timedelta(seconds=delay)
             stored = backend.retry_later(job.id, context.token, run_at, outcome)
+        elif finish is not None:
+            finish(context, job, outcome)
+            return
         else:
             stored = backend.finish(job.id, context.token, outcome)
     except BackendUnavailable:

@@ -4,23 +4,32 @@ from __future__ import annotations
 
 import atexit
 import dataclasses
+import math
 import os
 import signal
 import sys
 import threading
 import typing as t
 import weakref
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from datetime import datetime, timedelta, tzinfo
 
 from flask import Flask, Response, current_app, has_request_context, jsonify, request
 
 from .backends import load_backend
 from .backends.base import Backend
 from .config import Settings, check_options, read_settings
-from .errors import ConfigurationError, JobNotFound, JobRunnerError, TaskNotFound
+from .errors import (
+    ConfigurationError,
+    InvalidArguments,
+    JobNotFound,
+    JobRunnerError,
+    TaskNotFound,
+)
 from .executor import execute, job_context
 from .job import Job
-from .record import JobRecord, JobStatus, is_job_id, new_job_id
+from .record import JobRecord, JobStatus, is_job_id, new_job_id, utcnow
+from .schedule import Schedule, Scheduler, make_schedule, resolve_run_at
 from .signals import job_submitted
 from .task import Task
 from .worker import Worker
@@ -52,6 +61,8 @@ class AppState:
         self._worker_pid: int | None = None
         self._draining = False
         self._lock = threading.Lock()
+        self.scheduler: Scheduler | None = None
+        self._scheduler_pid: int | None = None
         _states.add(self)
 
     def ensure_worker(self, app: Flask) -> None:
@@ -62,6 +73,7 @@ class AppState:
         drains the last one: a job submitted meanwhile (say, by a draining
         job) waits in the queue.
         """
+        self.ensure_scheduler(app)
         if self._worker_pid == os.getpid() or not self.settings.run_workers:
             return
         if self.settings.eager:
@@ -77,6 +89,35 @@ class AppState:
             self.worker, self._worker_pid = worker, os.getpid()
             worker.start()
 
+    def ensure_scheduler(self, app: Flask) -> None:
+        """Start this process's scheduler thread once, if the app has schedules.
+
+        It starts where the worker does (a web process's first request or
+        submit, ``flask jobs worker``), even when the app only enqueues; not
+        with ``JOBRUNNER_SCHEDULER = False`` nor in eager mode.
+        """
+        if self._scheduler_pid == os.getpid() or not self.runner.schedules:
+            return
+        if not self.settings.scheduler or self.settings.eager:
+            return
+        with self._lock:
+            if self._scheduler_pid == os.getpid() or self._draining:
+                return
+            scheduler = Scheduler(app, self)
+            self.scheduler, self._scheduler_pid = scheduler, os.getpid()
+            atexit.register(self.stop_scheduler)
+            scheduler.start()
+
+    def stop_scheduler(self, timeout: float = 10.0) -> None:
+        """Stop this process's scheduler thread, if it runs; a submit under way ends first."""
+        with self._lock:
+            scheduler, self.scheduler = self.scheduler, None
+            mine = self._scheduler_pid == os.getpid()
+            self._scheduler_pid = None
+        if scheduler is not None and mine:
+            atexit.unregister(self.stop_scheduler)
+            scheduler.stop(timeout)
+
     def adopt_worker(self, worker: Worker) -> None:
         """Make *worker*, started by ``flask jobs worker``, this process's worker.
 
@@ -91,6 +132,7 @@ class AppState:
 
         Returns whether every running job finished in time.
         """
+        self.stop_scheduler()
         with self._lock:
             worker, self.worker = self.worker, None
             mine = self._worker_pid == os.getpid()
@@ -112,6 +154,55 @@ class AppState:
         self.worker = None
         self._worker_pid = None
         self._draining = False
+        self.scheduler = None
+        self._scheduler_pid = None
+
+
+def _new_record(
+    state: AppState,
+    task: Task[t.Any, t.Any],
+    args: list[t.Any],
+    kwargs: dict[str, t.Any],
+    created_by: str | None,
+) -> JobRecord:
+    """A new pending job of *task*, its arguments validated already."""
+    return JobRecord(
+        id=new_job_id(),
+        task=task.name,
+        queue=task.queue,
+        args=args,
+        kwargs=kwargs,
+        max_retries=task.retries,
+        timeout=task.timeout or state.settings.timeout,
+        created_by=created_by,
+        unique_key=task.name if task.unique else None,
+    )
+
+
+def _call_arguments(
+    task: Task[t.Any, t.Any], number: int, call: Mapping[str, t.Any] | Sequence[t.Any]
+) -> tuple[list[t.Any], dict[str, t.Any]]:
+    """The validated arguments of call *number* of a :meth:`JobRunner.submit_many`."""
+    if isinstance(call, Mapping):
+        args: Sequence[t.Any] = ()
+        kwargs: Mapping[str, t.Any] = call
+    elif isinstance(call, (list, tuple)):
+        args, kwargs = call, {}
+    else:
+        raise InvalidArguments(
+            f"Call {number} of 'submit_many' for task '{task.name}' is a"
+            f" {type(call).__name__}: pass a mapping of keyword arguments or a list or"
+            " tuple of positional arguments.",
+            [{"call": number, "parameter": None, "message": "Not a mapping, list or tuple"}],
+        )
+    try:
+        return task.validate(args, kwargs)
+    except InvalidArguments as error:
+        details = error.details if isinstance(error.details, list) else []
+        raise InvalidArguments(
+            f"Call {number} of 'submit_many': {error.message}",
+            [{"call": number, **detail} for detail in details],
+        ) from None
 
 
 def _reset_after_fork() -> None:
@@ -133,6 +224,19 @@ def _stop_on_sigterm() -> None:
 
 def _exit_on_sigterm(signum: int, frame: object) -> None:
     sys.exit(0)
+
+
+class PeriodicDecorator(t.Protocol):
+    """What :meth:`JobRunner.periodic` returns: it takes a task or a function, returns a task."""
+
+    @t.overload
+    def __call__(self, func: Task[P, R], /) -> Task[P, R]: ...
+
+    @t.overload
+    def __call__(self, func: Callable[P, R], /) -> Task[P, R]: ...
+
+    def __call__(self, func: t.Any, /) -> t.Any:
+        """Register the schedule for *func* and return its task."""
 
 
 @dataclasses.dataclass
@@ -169,6 +273,8 @@ class JobRunner:
         self.options = options
         #: Every registered task by name.
         self.tasks: dict[str, Task[t.Any, t.Any]] = {}
+        #: Every periodic schedule by name; see :meth:`periodic`.
+        self.schedules: dict[str, Schedule] = {}
         self.authorize_callback: AuthorizeCallback | None = None
         self.identity_callback: IdentityCallback | None = None
         if app is not None:
@@ -191,6 +297,10 @@ class JobRunner:
         state = AppState(self, settings, backend)
         app.extensions["jobrunner"] = state
         app.register_blueprint(create_blueprint(settings.url_prefix))
+        if settings.dashboard:
+            from .dashboard import create_blueprint as create_dashboard
+
+            app.register_blueprint(create_dashboard(settings.dashboard_url))
         app.before_request(json_routing_errors)
         # An app's own submit route answers bad input as the API does, not with a 500;
         # a handler the app registered for these errors first is kept.
@@ -201,6 +311,8 @@ class JobRunner:
             # which may not set signal handlers, and SIGTERM must still drain it.
             _stop_on_sigterm()
             app.before_request(lambda: state.ensure_worker(app))
+        elif settings.scheduler and not settings.eager:
+            app.before_request(lambda: state.ensure_scheduler(app))
         app.cli.add_command(jobs_cli)
 
     @property
@@ -275,6 +387,60 @@ class JobRunner:
 
         return register if func is None else register(func)
 
+    def periodic(
+        self,
+        cron: str | None = None,
+        /,
+        *,
+        every: timedelta | float | None = None,
+        timezone: str | tzinfo = "UTC",
+        args: Sequence[t.Any] = (),
+        kwargs: Mapping[str, t.Any] | None = None,
+        name: str | None = None,
+    ) -> PeriodicDecorator:
+        """Submit a task on a schedule, as ``@jobs.periodic("0 2 * * *", timezone="UTC")``.
+
+        It decorates a plain function, which it registers as a task with the
+        default options, or a :class:`Task` (put it above ``@jobs.task(...)``,
+        or call ``jobs.periodic(...)(task)``); it returns the task. Each tick
+        submits one job with *args* and *kwargs*, once across every process
+        that shares a durable backend; see :doc:`/scheduling`.
+
+        :param cron: A cron expression, read in *timezone*: five fields, or
+            six with seconds last.
+        :param every: Instead of *cron*, a fixed interval (a ``timedelta`` or
+            seconds, at least one second); ticks fall on whole multiples of it
+            since 1970-01-01 UTC.
+        :param timezone: An IANA timezone name or a ``tzinfo`` for *cron*.
+        :param args: Positional arguments of every job, checked now.
+        :param kwargs: Keyword arguments of every job, checked now.
+        :param name: The schedule's name; defaults to the task's name. It
+            identifies ticks across processes and restarts: keep it stable.
+        :raises ConfigurationError: if the schedule is not usable, or a
+            schedule of the same name exists.
+        """
+
+        def register(func: t.Any) -> t.Any:
+            task = func if isinstance(func, Task) else self.task(func)
+            schedule = make_schedule(
+                task,
+                cron,
+                every=every,
+                timezone_name=timezone,
+                args=args,
+                kwargs=kwargs,
+                name=name,
+            )
+            if schedule.name in self.schedules:
+                raise ConfigurationError(
+                    f"A schedule named '{schedule.name}' is already registered."
+                    " Pass name='...' to register this one under another name."
+                )
+            self.schedules[schedule.name] = schedule
+            return task
+
+        return t.cast(PeriodicDecorator, register)
+
     def get_task(self, name: str) -> Task[t.Any, t.Any]:
         """The task registered as *name*.
 
@@ -295,7 +461,7 @@ class JobRunner:
         :raises JobConflict: if the task is ``unique`` and already has a job.
         :raises BackendUnavailable: if the backend cannot be reached.
         """
-        return self.enqueue(self.get_task(name), args, kwargs)
+        return self.get_task(name).submit(*args, **kwargs)
 
     def enqueue(
         self,
@@ -305,8 +471,13 @@ class JobRunner:
         *,
         idempotency_key: str | None = None,
         created_by: str | None = None,
+        delay: float | None = None,
+        run_at: datetime | None = None,
     ) -> Job:
         """Submit a job with every option; the form the HTTP API uses.
+
+        Here *args* and *kwargs* are always the task's own arguments, even
+        for a task with parameters named ``delay`` or ``run_at``.
 
         :param task: The task or its name.
         :param args: Positional arguments.
@@ -315,6 +486,12 @@ class JobRunner:
             identity) within ``JOBRUNNER_RESULT_TTL`` returns the first job.
         :param created_by: Who submits; defaults to the identity of the
             current request when :meth:`identity` is set.
+        :param delay: Seconds before the job may start, on the backend's clock.
+        :param run_at: When the job may start: a timezone-aware datetime (a
+            naive one is refused); one in the past starts it at once. Not
+            with *delay*.
+        :raises InvalidArguments: if the arguments do not fit the task, or
+            *delay* or *run_at* is not usable.
         """
         app = current_app._get_current_object()  # type: ignore[attr-defined]
         state = self.get_state(app)
@@ -323,18 +500,10 @@ class JobRunner:
         args, kwargs = task.validate(args, kwargs or {})
         if created_by is None and has_request_context():
             created_by = self.current_identity()
-        record = JobRecord(
-            id=new_job_id(),
-            task=task.name,
-            queue=task.queue,
-            args=args,
-            kwargs=kwargs,
-            max_retries=task.retries,
-            timeout=task.timeout or state.settings.timeout,
-            created_by=created_by,
-            unique_key=task.name if task.unique else None,
-            idempotency_key=None if idempotency_key is None else f"{created_by}:{idempotency_key}",
-        )
+        record = _new_record(state, task, args, kwargs, created_by)
+        record.run_at = resolve_run_at(state.backend.now, delay, run_at)
+        if idempotency_key is not None:
+            record.idempotency_key = f"{created_by}:{idempotency_key}"
         stored, created = state.backend.enqueue(record)
         job = Job(stored, state.backend)
         if not created:
@@ -345,6 +514,62 @@ class JobRunner:
             return job.refresh()
         state.ensure_worker(app)
         return job
+
+    def submit_many(
+        self,
+        task: Task[t.Any, t.Any] | str,
+        calls: Iterable[Mapping[str, t.Any] | Sequence[t.Any]],
+        *,
+        created_by: str | None = None,
+    ) -> list[Job]:
+        """Submit many jobs of one task in one backend call; returns their handles in order.
+
+        Each item of *calls* holds the arguments of one job: a mapping holds
+        keyword arguments, a list or tuple positional ones. Every call is
+        checked before anything is stored, and then the jobs are stored all
+        at once (on Redis and SQL, all or none), far faster than a
+        :meth:`submit` per job. A ``unique`` task cannot be submitted this
+        way, and there is no idempotency key: use :meth:`enqueue` for those.
+
+        :param task: The task or its name.
+        :param calls: The arguments of each job.
+        :param created_by: Who submits; defaults to the identity of the
+            current request when :meth:`identity` is set.
+        :raises TaskNotFound: if there is no such task.
+        :raises InvalidArguments: if the task is ``unique``, or if a call does
+            not fit the task (the message names the call, counted from 0, and
+            the parameter); nothing is stored then.
+        :raises BackendUnavailable: if the backend cannot be reached.
+        """
+        app = current_app._get_current_object()  # type: ignore[attr-defined]
+        state = self.get_state(app)
+        if isinstance(task, str):
+            task = self.get_task(task)
+        if task.unique:
+            raise InvalidArguments(
+                f"The task '{task.name}' is unique, so 'submit_many' cannot submit it:"
+                " each of its jobs needs a check of its own. Call 'submit' once per job."
+            )
+        if created_by is None and has_request_context():
+            created_by = self.current_identity()
+        records = [
+            _new_record(state, task, *_call_arguments(task, number, call), created_by)
+            for number, call in enumerate(calls)
+        ]
+        if not records:
+            return []
+        state.backend.enqueue_many(records)
+        jobs = []
+        for record in records:
+            record.status = JobStatus.PENDING
+            job = Job(record, state.backend)
+            job_submitted.send(app, job=job)
+            jobs.append(job)
+        if state.settings.eager:
+            self._run_eagerly(app, state, task.queue)
+            return [job.refresh() for job in jobs]
+        state.ensure_worker(app)
+        return jobs
 
     def get(self, job_id: str) -> Job | None:
         """The job with this id, or ``None`` if it is unknown, expired or not a job id."""
@@ -414,7 +639,13 @@ class JobRunner:
         )
         response.status_code = 202
         response.headers["Location"] = url
-        response.headers["Retry-After"] = str(state.settings.retry_after_initial)
+        retry_after = state.settings.retry_after_initial
+        run_at = job.record.run_at
+        if run_at is not None and job.record.started_at is None:
+            # A delayed job: the first poll worth making is when it may start.
+            wait = math.ceil((run_at - utcnow()).total_seconds())
+            retry_after = max(retry_after, min(wait, state.settings.retry_after_max))
+        response.headers["Retry-After"] = str(retry_after)
         return response
 
     def polling_url(self, job_id: str) -> str:

@@ -138,6 +138,8 @@ def status_document(record: JobRecord, polling_url: str | None = None) -> dict[s
         "updated_at": _iso(record.updated_at or record.created_at),
         "attempts": record.attempts,
     }
+    if record.run_at is not None and record.started_at is None and not record.status.is_final:
+        document["scheduled_for"] = _iso(record.run_at)  # a delayed job, not yet started
     if record.status.is_final:
         document[_FINISHED_AT_FIELD[record.status]] = _iso(record.finished_at)
     if record.error is not None:

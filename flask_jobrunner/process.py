@@ -95,6 +95,7 @@ def run_worker(
         worker = Worker(app, state, threads=threads, queues=queues)
         state.adopt_worker(worker)
         worker.start()
+        state.ensure_scheduler(app)  # stopped with the worker by state.shutdown()
         logger.info(
             "Worker %s (pid %d) runs %d threads on queues %s.",
             worker.name,

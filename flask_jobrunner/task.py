@@ -29,6 +29,8 @@ R = t.TypeVar("R")
 # Model attributes are named apart from the parameters, which are aliases, so a
 # parameter may be called 'json', 'copy' or '_private' without clashing with pydantic.
 _ATTRIBUTE = "p_{key}"
+#: Keyword arguments of :meth:`Task.submit` that set when the job starts.
+_START_OPTIONS = ("delay", "run_at")
 
 
 class Task(t.Generic[P, R]):
@@ -95,10 +97,42 @@ class Task(t.Generic[P, R]):
     def submit(self, *args: P.args, **kwargs: P.kwargs) -> Job:
         """Validate the arguments, store a pending job and return its handle.
 
-        :raises InvalidArguments: if the arguments do not fit the function.
+        Two keyword arguments are options of the job, not arguments of the
+        function: ``delay`` (seconds before the job may start) and ``run_at``
+        (a timezone-aware datetime); see :meth:`JobRunner.enqueue
+        <flask_jobrunner.JobRunner.enqueue>`. For a function with a parameter
+        of one of these names, passing it by keyword here is refused as
+        ambiguous: use ``jobs.enqueue(task, args, kwargs, delay=...)``.
+        Type checkers see only the function's parameters; ``enqueue`` is the
+        typed form.
+
+        :raises InvalidArguments: if the arguments do not fit the function, or
+            ``delay`` or ``run_at`` is not usable.
         :raises JobConflict: if the task is ``unique`` and already has a job.
         """
-        return self.runner.enqueue(self, args, kwargs)
+        options: dict[str, t.Any] = {
+            name: kwargs.pop(name) for name in _START_OPTIONS if name in kwargs
+        }
+        clashes = sorted(name for name in options if name in self._signature.parameters)
+        if clashes:
+            message = (
+                f"Task '{self.name}' has a parameter '{clashes[0]}', so"
+                f" 'submit({clashes[0]}=...)' is ambiguous. Pass the task's arguments and"
+                " the job's options apart: jobs.enqueue(task, args, kwargs, delay=..., run_at=...)."
+            )
+            raise InvalidArguments(message, [{"parameter": clashes[0], "message": message}])
+        return self.runner.enqueue(self, args, kwargs, **options)
+
+    def submit_many(
+        self, calls: t.Iterable[t.Mapping[str, t.Any] | t.Sequence[t.Any]]
+    ) -> list[Job]:
+        """Submit one job per item of *calls* at once; see :meth:`JobRunner.submit_many`.
+
+        :param calls: The arguments of each job: a mapping of keyword
+            arguments, or a list or tuple of positional ones.
+        :raises InvalidArguments: if the task is ``unique`` or a call does not fit.
+        """
+        return self.runner.submit_many(self, calls)
 
     def parameters_schema(self, ref_template: str = "#/$defs/{model}") -> dict[str, t.Any]:
         """The JSON Schema of the task's keyword arguments, from its type hints.

@@ -1,9 +1,11 @@
 """The worker: a bounded pool of threads fed by claims from the backend.
 
 One dispatcher thread claims as many ready jobs as there are idle threads,
-the pool threads run them (see :mod:`flask_jobrunner.executor`), and one
-monitor thread renews leases, stores throttled progress, ends jobs that run
-past their timeout and takes back jobs whose lease ran out elsewhere.
+in one backend call, the pool threads run them (see
+:mod:`flask_jobrunner.executor`), one finisher thread writes their final
+states, many per call (see :mod:`flask_jobrunner.finisher`), and one monitor
+thread renews leases, stores throttled progress, ends jobs that run past
+their timeout and takes back jobs whose lease ran out elsewhere.
 """
 
 from __future__ import annotations
@@ -18,10 +20,14 @@ from typing import TYPE_CHECKING
 
 from flask import Flask
 
+from .backends.base import Backend
 from .context import JobContext
 from .errors import BackendUnavailable
 from .executor import execute, job_context, send_finished, timeout_outcome
+from .finisher import Finisher
 from .job import Job
+from .record import Outcome
+from .signals import job_finished
 
 if TYPE_CHECKING:
     from .extension import AppState
@@ -64,6 +70,11 @@ class Worker:
         self._running: dict[str, JobContext] = {}
         self._running_changed = threading.Condition()
         self._pool: list[threading.Thread] = []
+        self._finisher = Finisher(state.backend, self._finished, name=f"{self.name}-finish")
+        # Batching pays off where a finish costs a round trip the backend can share;
+        # elsewhere each pool thread writes its own, in parallel.
+        batches = type(state.backend).finish_many is not Backend.finish_many
+        self._finish = self._finish_later if batches else None
         self._dispatcher: threading.Thread | None = None
         self._monitor: threading.Thread | None = None
 
@@ -73,7 +84,9 @@ class Worker:
         return self._dispatcher is not None and not self._stopping.is_set()
 
     def start(self) -> None:
-        """Start the pool, the dispatcher and the monitor threads."""
+        """Start the pool, the finisher (if it batches), the dispatcher and the monitor threads."""
+        if self._finish is not None:
+            self._finisher.start()
         for number in range(self.threads):
             thread = threading.Thread(
                 target=self._run_jobs, name=f"{self.name}-{number}", daemon=True
@@ -113,10 +126,14 @@ class Worker:
             while self._running and (remaining := deadline - time.monotonic()) > 0:
                 self._running_changed.wait(remaining)
             unfinished = list(self._running.values())
+        # A job whose task ended is not given back: the finisher writes its final state.
+        unfinished = [context for context in unfinished if not context.is_finishing]
         for context in unfinished:
             logger.warning("Job %s did not finish before shutdown; giving it back.", context.id)
             self._call_backend(self.state.backend.release, context.id, context.token)
             context.mark_lost()
+        # Every outcome handed over is written before the worker ends.
+        self._finisher.stop()
         for _ in self._pool:
             self._inbox.put(None)
         self._monitor_stop.set()
@@ -183,16 +200,33 @@ class Worker:
         while (item := self._inbox.get()) is not None:
             context, job = item
             try:
-                execute(self.app, self.state, context, job)
+                execute(self.app, self.state, context, job, self._finish)
             except BaseException:  # a pool thread never dies; the lease brings the job back
                 logger.exception("The worker failed around job %s.", context.id)
             finally:
-                with self._running_changed:
-                    del self._running[context.token]
-                    self._running_changed.notify_all()
+                if not context.is_finishing:  # else the finisher lets it go once written
+                    self._forget(context)
                 with self._slots:
                     self._idle += 1
                     self._slots.notify()
+
+    def _finish_later(self, context: JobContext, job: Job, outcome: Outcome) -> None:
+        context.mark_finishing()
+        # A lone job is written from its own thread at once: the latency path.
+        alone = self._idle == self.threads - 1 and self._inbox.empty()
+        pending = self._finisher.finish(context, job, outcome, alone=alone)
+        # Receivers run in the job's own thread, never holding up other finishes;
+        # without any, the thread takes its next job while the write is in flight.
+        if job_finished.receivers and pending.wait():
+            send_finished(self.app, job)
+
+    def _finished(self, context: JobContext, job: Job, stored: bool) -> None:
+        self._forget(context)
+
+    def _forget(self, context: JobContext) -> None:
+        with self._running_changed:
+            self._running.pop(context.token, None)
+            self._running_changed.notify_all()
 
     def _watch(self) -> None:
         settings = self.state.settings
@@ -203,6 +237,8 @@ class Worker:
         while not self._monitor_stop.wait(MONITOR_TICK):
             now = time.monotonic()
             for context in list(self._running.values()):
+                if context.is_finishing:  # its outcome is decided and on its way
+                    continue
                 try:
                     if context.timed_out:
                         self._end_timed_out(context)

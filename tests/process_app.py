@@ -55,6 +55,20 @@ def submit_follow_up() -> list[str]:
     return sorted({name.rsplit("-", 1)[0] for name in names if name.startswith("jobrunner-")})
 
 
+#: A cron expression (UTC, seconds last) the schedule tests give every process.
+_SCHEDULE = os.environ.get("JOBRUNNER_TEST_SCHEDULE")
+
+if _SCHEDULE:
+
+    @jobs.periodic(_SCHEDULE, name="process-ticks")
+    @jobs.task
+    def scheduled_run() -> int:
+        """Note the run of one tick's job."""
+        _note("start")
+        _note("end")
+        return os.getpid()
+
+
 def create_app() -> Flask:
     """An app whose jobrunner settings all come from ``FLASK_JOBRUNNER_*``."""
     app = Flask("process_app")

@@ -34,6 +34,12 @@ DESIGN_DEFAULTS: dict[str, Any] = {
     # Added by the durable-backends issue, beside DESIGN §6's list.
     "JOBRUNNER_REDIS_PREFIX": "jobrunner",
     "JOBRUNNER_CREATE_TABLES": True,
+    # Added by the dashboard, live-events and scheduling issues.
+    "JOBRUNNER_DASHBOARD_URL": "/jobs/",
+    "JOBRUNNER_EVENTS_HEARTBEAT": 15.0,
+    "JOBRUNNER_EVENTS_MAX_DURATION": 60.0,
+    "JOBRUNNER_SCHEDULER": True,
+    "JOBRUNNER_SCHEDULE_CATCHUP": 3600.0,
 }
 
 MakeApp = Callable[..., Flask]

@@ -890,3 +890,71 @@ def test_run_workers_false_only_enqueues(app: Flask, jobs: JobRunner) -> None:
     assert jobs.get_state(app).worker is None
     assert worker_threads() == []
     assert ran == []
+
+
+# -- batched finishes ------------------------------------------------------------
+
+
+@settings(max_workers=4)
+def test_shutdown_writes_every_final_state_handed_to_the_finisher(
+    app: Flask, jobs: JobRunner
+) -> None:
+    @jobs.task
+    def quick(n: int) -> int:
+        return n
+
+    submitted = quick.submit_many([{"n": n} for n in range(300)])
+    backend = jobs.get_state(app).backend
+    wait_until(lambda: backend.counts()[JobStatus.COMPLETED] >= 20, timeout=20)
+
+    assert jobs.shutdown(app, timeout=10)
+
+    # No job stays in progress: each one that ran has its final state stored,
+    # and the rest wait, pending, for the next worker.
+    counts = backend.counts()
+    assert counts[JobStatus.IN_PROGRESS] == 0
+    assert counts[JobStatus.COMPLETED] + counts[JobStatus.PENDING] == 300
+    for job in submitted:
+        job.refresh()
+        if job.status is JobStatus.COMPLETED:
+            assert job.result == job.record.kwargs["n"]
+
+
+@settings(max_workers=4)
+def test_many_quick_jobs_each_end_exactly_once_with_their_result(
+    app: Flask, jobs: JobRunner
+) -> None:
+    runs: collections.Counter[int] = collections.Counter()
+    finished: list[str] = []
+
+    @jobs.task
+    def counted(n: int) -> int:
+        runs[n] += 1
+        return n * 2
+
+    def on_finished(sender: Flask, job: Job) -> None:
+        finished.append(job.id)
+
+    with job_finished.connected_to(on_finished, app):
+        submitted = counted.submit_many([{"n": n} for n in range(200)])
+        results = [job.wait(timeout=30).result for job in submitted]
+        # Sent just after each final state is stored: it may trail the wait a little.
+        wait_until(lambda: len(finished) == 200, timeout=10)
+
+    assert results == [n * 2 for n in range(200)]
+    assert set(runs.values()) == {1}
+    assert sorted(finished) == sorted(job.id for job in submitted)
+
+
+def test_a_job_that_ends_just_at_its_timeout_is_written_once(app: Flask, jobs: JobRunner) -> None:
+    @jobs.task(timeout=0.2)
+    def slow_then_done() -> str:
+        time.sleep(0.2)
+        return "done"
+
+    job = slow_then_done.submit().wait(timeout=10)
+
+    # Either the task's outcome (a timeout, since it ended too late) or the
+    # monitor's: one final state, and it says timeout.
+    assert job.status is JobStatus.FAILED
+    assert job.error_type is ErrorType.TIMEOUT
