@@ -7,8 +7,8 @@ the status code that :data:`ERROR_STATUS` gives its class.
 
 from __future__ import annotations
 
-import json
 import math
+import re
 from datetime import datetime
 from typing import Any
 
@@ -21,6 +21,15 @@ from werkzeug.exceptions import (
 )
 from werkzeug.routing import RequestRedirect
 
+from . import json_input
+from .access import (
+    authorize,
+    current_state,
+    http_task,
+    require_open,
+    visible_job,
+    visible_page,
+)
 from .errors import (
     BackendUnavailable,
     ConfigurationError,
@@ -31,10 +40,11 @@ from .errors import (
     NotAuthorized,
     TaskNotFound,
 )
+from .events import has_seen_the_end, parse_event_id, status_stream
 from .extension import AppState
-from .job import Job
 from .openapi import openapi_document
-from .record import JobRecord, JobStatus, is_job_id
+from .record import JobRecord, JobStatus
+from .schedule import SCHEDULE_KEY_PREFIX
 from .task import Task
 
 #: The status code of each error class; the first match in the MRO wins.
@@ -50,9 +60,9 @@ ERROR_STATUS: dict[type[JobRunnerError], int] = {
 
 #: The largest page ``GET /api/jobs`` answers.
 MAX_PAGE = 100
-#: Backend pages read at most to fill one page of jobs a client may see.
-_MAX_LIST_SCANS = 10
-_SUBMIT_KEYS = frozenset({"task", "args", "kwargs"})
+_SUBMIT_KEYS = frozenset({"task", "args", "kwargs", "delay", "run_at"})
+#: Seconds as ``?delay=`` takes them: plain decimal digits, at most 15 characters.
+_QUERY_SECONDS = re.compile(r"[0-9]{1,15}(\.[0-9]{1,15})?")
 
 
 def create_blueprint(url_prefix: str) -> Blueprint:
@@ -64,24 +74,67 @@ def create_blueprint(url_prefix: str) -> Blueprint:
     blueprint.add_url_rule("/<job_id>", "get", get_job, methods=["GET"])
     blueprint.add_url_rule("/<task_name>", "submit_task", submit_task, methods=["POST"])
     blueprint.add_url_rule("/<job_id>/cancel", "cancel", cancel_job, methods=["POST"])
+    blueprint.add_url_rule("/<job_id>/events", "events", job_events, methods=["GET"])
+    blueprint.before_request(refuse_cross_site_posts)
     blueprint.register_error_handler(JobRunnerError, error_response)
     blueprint.register_error_handler(HTTPException, http_error_response)
     return blueprint
+
+
+#: Content types a page of another site can make a browser POST without asking
+#: the app first (no CORS preflight): an HTML form's, or ``fetch``'s defaults.
+FORM_CONTENT_TYPES = frozenset(
+    {"application/x-www-form-urlencoded", "multipart/form-data", "text/plain"}
+)
+
+
+def refuse_cross_site_posts() -> None:
+    """Refuse a POST that a page of another site could have made the browser send.
+
+    The API reads only JSON, so a form's content type answers 415. A POST
+    without JSON (an empty submit, a cancel) from another origin answers 403:
+    unlike a JSON request, the browser sends it without asking the app's CORS
+    policy first, with the user's cookies. A JSON request from another
+    origin is left to that policy, and clients that are not browsers send
+    neither ``Origin`` nor ``Sec-Fetch-Site``.
+
+    :raises UnsupportedMediaType: for a form's content type.
+    :raises NotAuthorized: for a POST without JSON from another origin.
+    """
+    if request.method != "POST":
+        return
+    if request.mimetype in FORM_CONTENT_TYPES:
+        raise UnsupportedMediaType(
+            f"The API reads JSON only, not {request.mimetype}: send"
+            " 'Content-Type: application/json', or no body."
+        )
+    if request.is_json:
+        return
+    site = request.headers.get("Sec-Fetch-Site")
+    origin = request.headers.get("Origin")
+    own = f"{request.scheme}://{request.host}"
+    if site not in (None, "same-origin", "none") or origin not in (None, own):
+        raise NotAuthorized(
+            "A POST without a JSON body from another site is refused, since a page could"
+            " send it in a user's name. Send it from this site, or with"
+            " 'Content-Type: application/json'."
+        )
 
 
 # -- views ---------------------------------------------------------------------
 
 
 def submit_job() -> Response:
-    """``POST /api/jobs`` with ``{"task", "args", "kwargs"}``."""
-    state = _require_open()
+    """``POST /api/jobs`` with ``{"task", "args", "kwargs"}``, and ``"delay"`` or ``"run_at"``."""
+    state = require_open()
     body = _json_body(state, allow_empty=False)
     if not isinstance(body, dict):
         raise InvalidArguments("The request body must be a JSON object with a 'task' key.")
     unknown = set(body) - _SUBMIT_KEYS
     if unknown:
         raise InvalidArguments(
-            f"Unknown keys in the request body: {sorted(unknown)}. Send 'task', 'args', 'kwargs'.",
+            f"Unknown keys in the request body: {sorted(unknown)}. Send 'task', 'args',"
+            " 'kwargs', and 'delay' or 'run_at' for a job that starts later.",
             {"unknown": sorted(unknown)},
         )
     name, args, kwargs = body.get("task"), body.get("args", []), body.get("kwargs", {})
@@ -91,22 +144,37 @@ def submit_job() -> Response:
         raise InvalidArguments("'args' must be a JSON array.")
     if not isinstance(kwargs, dict):
         raise InvalidArguments("'kwargs' must be a JSON object.")
-    return _submit(state, _http_task(state, name), args, kwargs)
+    delay = body.get("delay")
+    if delay is not None and (isinstance(delay, bool) or not isinstance(delay, (int, float))):
+        raise _bad_start("delay", "'delay' must be a JSON number of seconds, such as 30 or 1.5.")
+    run_at = _parse_run_at(body.get("run_at"))
+    return _submit(state, http_task(state, name), args, kwargs, delay=delay, run_at=run_at)
 
 
 def submit_task(task_name: str) -> Response:
-    """``POST /api/jobs/<task-name>`` with the keyword arguments as the body."""
-    state = _require_open()
+    """``POST /api/jobs/<task-name>`` with the keyword arguments as the body.
+
+    The body is the task's own arguments, so a job that starts later takes
+    ``?delay=<seconds>`` or ``?run_at=<ISO-8601 time>`` in the query string.
+    """
+    state = require_open()
     kwargs = _json_body(state, allow_empty=True)
     if not isinstance(kwargs, dict):
         raise InvalidArguments("The request body must be a JSON object of keyword arguments.")
-    return _submit(state, _http_task(state, task_name), [], kwargs)
+    delay: float | None = None
+    delay_text = request.args.get("delay")
+    if delay_text is not None:
+        if not _QUERY_SECONDS.fullmatch(delay_text):
+            raise _bad_start("delay", "'?delay=' must be a number of seconds, such as 30 or 1.5.")
+        delay = float(delay_text)
+    run_at = _parse_run_at(request.args.get("run_at"))
+    return _submit(state, http_task(state, task_name), [], kwargs, delay=delay, run_at=run_at)
 
 
 def get_job(job_id: str) -> Response:
     """``GET /api/jobs/<id>``: the status document."""
-    state = _require_open()
-    job = _visible_job(state, job_id, "read")
+    state = require_open()
+    job = visible_job(state, job_id, "read")
     response = jsonify(job.to_dict(state.runner.polling_url(job.id)))
     if not job.is_finished:
         response.headers["Retry-After"] = str(_retry_after(state, job.record))
@@ -115,7 +183,7 @@ def get_job(job_id: str) -> Response:
 
 def list_jobs() -> Response:
     """``GET /api/jobs?status=&task=&limit=&cursor=``: a page of status documents."""
-    state = _require_open()
+    state = require_open()
     status = request.args.get("status")
     if status is not None and status not in {item.value for item in JobStatus}:
         raise InvalidArguments(
@@ -127,8 +195,8 @@ def list_jobs() -> Response:
     if not is_number or not 1 <= int(limit_text) <= MAX_PAGE:
         raise InvalidArguments(f"'limit' must be a whole number from 1 to {MAX_PAGE}.")
     task = request.args.get("task")
-    _authorize(state, "list", task, None)
-    jobs, next_cursor = _visible_page(
+    authorize(state, "list", task, None)
+    jobs, next_cursor = visible_page(
         state, status, task, int(limit_text), request.args.get("cursor") or None
     )
     return jsonify(
@@ -139,8 +207,8 @@ def list_jobs() -> Response:
 
 def cancel_job(job_id: str) -> Response:
     """``POST /api/jobs/<id>/cancel``: 202 once requested, 409 if already finished."""
-    state = _require_open()
-    job = _visible_job(state, job_id, "cancel")
+    state = require_open()
+    job = visible_job(state, job_id, "cancel")
     if job.is_finished:
         raise JobConflict(
             f"Job '{job.id}' already ended {job.status.value}; it cannot be cancelled.",
@@ -152,9 +220,39 @@ def cancel_job(job_id: str) -> Response:
     return response
 
 
+def job_events(job_id: str) -> Response:
+    """``GET /api/jobs/<id>/events``: Server-Sent Events of the job's status until it ends.
+
+    Errors (403, 404, 400 for a bad ``Last-Event-ID``, 503) answer JSON
+    before the stream starts. A client that resumes after the final state
+    gets ``204``, which tells a browser to stop reconnecting.
+    """
+    state = require_open()
+    job = visible_job(state, job_id, "read")
+    last_event_id = request.headers.get("Last-Event-ID") or request.args.get("last_event_id")
+    after = None if last_event_id is None else parse_event_id(last_event_id)
+    if has_seen_the_end(job.record, after):
+        return Response(status=204)
+    stream = status_stream(
+        state.backend,
+        job.record,
+        polling_url=state.runner.polling_url(job.id),
+        after=after,
+        heartbeat=state.settings.events_heartbeat,
+        max_duration=state.settings.events_max_duration,
+    )
+    # The stream needs no request context (it holds only the backend and plain
+    # values), so it is not wrapped in stream_with_context.
+    return Response(
+        stream,
+        mimetype="text/event-stream",
+        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+    )
+
+
 def openapi() -> Response:
     """``GET /api/jobs/openapi.json``: the OpenAPI 3.1 document of this API."""
-    state = _require_open()
+    state = require_open()
     tasks = [task for task in state.runner.tasks.values() if task.http]
     return jsonify(openapi_document(state.settings.url_prefix, tasks))
 
@@ -168,9 +266,9 @@ def error_response(error: JobRunnerError) -> Response:
     response = jsonify(error=error.message, details=error.details)
     response.status_code = status
     if isinstance(error, JobConflict):
-        response.headers["Location"] = _state().runner.polling_url(error.existing.id)
+        response.headers["Location"] = current_state().runner.polling_url(error.existing.id)
     if isinstance(error, BackendUnavailable):
-        response.headers["Retry-After"] = str(_state().settings.retry_after_initial)
+        response.headers["Retry-After"] = str(current_state().settings.retry_after_initial)
     return response
 
 
@@ -207,105 +305,50 @@ def json_routing_errors() -> Response | None:
 # -- helpers ---------------------------------------------------------------------
 
 
-def _state() -> AppState:
-    state: AppState = current_app.extensions["jobrunner"]
-    return state
-
-
-def _require_open() -> AppState:
-    state = _state()
-    if state.runner.authorize_callback is None and not (
-        current_app.testing or current_app.debug or state.settings.api_open
-    ):
-        raise NotAuthorized(
-            "The jobs API is closed. Register a policy with '@jobs.authorize', or set"
-            " JOBRUNNER_API_OPEN = True to open it to every client."
-        )
-    return state
-
-
-def _authorize(state: AppState, action: str, task_name: str | None, job: Job | None) -> None:
-    callback = state.runner.authorize_callback
-    if callback is not None and not callback(action, task_name, job):
-        raise NotAuthorized(f"You are not allowed to {action} this job.")
-
-
-def _visible_job(state: AppState, job_id: str, action: str) -> Job:
-    record = state.backend.get(job_id) if is_job_id(job_id) else None
-    if record is None:
-        raise JobNotFound(f"There is no job with id '{job_id}'.")
-    job = Job(record, state.backend)
-    identity = state.runner.current_identity()
-    # With an identity function, a client without an identity is a client too, not everyone.
-    if state.runner.identity_callback is not None and record.created_by != identity:
-        # Another client's job: hidden as unknown, unless the policy grants it.
-        callback = state.runner.authorize_callback
-        if callback is None or not callback(action, record.task, job):
-            raise JobNotFound(f"There is no job with id '{job_id}'.")
-        return job
-    _authorize(state, action, record.task, job)
-    return job
-
-
-def _visible_page(
-    state: AppState, status: str | None, task: str | None, limit: int, cursor: str | None
-) -> tuple[list[Job], str | None]:
-    """A page of the jobs the client may list, and the cursor of the next page.
-
-    With an identity function, that is the client's own jobs and those of
-    others the policy grants it (``authorize("list", task, job)``). Jobs
-    left out still move the cursor, so a page may come back short.
-    """
-    runner = state.runner
-    if runner.identity_callback is None:
-        page = runner.list(status=status, task=task, limit=limit, cursor=cursor)
-        return page.jobs, page.next_cursor
-    identity = runner.current_identity()
-    callback = runner.authorize_callback
-    # Without a policy nobody sees another's jobs, so a known identity filters in the backend.
-    created_by = identity if callback is None else None
-    visible: list[Job] = []
-    for _ in range(_MAX_LIST_SCANS):
-        page = runner.list(
-            status=status,
-            task=task,
-            created_by=created_by,
-            limit=limit - len(visible),
-            cursor=cursor,
-        )
-        for job in page:
-            if job.created_by == identity or (
-                callback is not None and callback("list", job.task, job)
-            ):
-                visible.append(job)
-        cursor = page.next_cursor
-        if cursor is None or len(visible) >= limit:
-            break
-    return visible, cursor
-
-
-def _http_task(state: AppState, name: str) -> Task[Any, Any]:
-    tasks = state.runner.tasks
-    for candidate in (name, name.replace("-", "_")):
-        task = tasks.get(candidate)
-        if task is not None and task.http:
-            return task
-    # The path the OpenAPI document gives: every '_' as '-', even in a name that has both.
-    for task in tasks.values():
-        if task.http and task.name.replace("_", "-") == name:
-            return task
-    raise TaskNotFound(f"There is no task named '{name}'.")
-
-
 def _submit(
-    state: AppState, task: Task[Any, Any], args: list[Any], kwargs: dict[str, Any]
+    state: AppState,
+    task: Task[Any, Any],
+    args: list[Any],
+    kwargs: dict[str, Any],
+    *,
+    delay: float | None,
+    run_at: datetime | None,
 ) -> Response:
-    _authorize(state, "submit", task.name, None)
+    authorize(state, "submit", task.name, None)
     key = request.headers.get("Idempotency-Key")
     if key is not None and not 1 <= len(key) <= 255:
         raise InvalidArguments("The 'Idempotency-Key' header must be 1 to 255 characters long.")
-    job = state.runner.enqueue(task, args, kwargs, idempotency_key=key)
+    if key is not None and key.startswith(SCHEDULE_KEY_PREFIX):
+        # The keys of scheduled jobs: a client must not take a tick's place.
+        raise InvalidArguments(
+            f"Idempotency keys starting with '{SCHEDULE_KEY_PREFIX}' are reserved for"
+            " periodic schedules. Use another key."
+        )
+    job = state.runner.enqueue(task, args, kwargs, idempotency_key=key, delay=delay, run_at=run_at)
     return state.runner.accepted(job)
+
+
+def _parse_run_at(value: Any) -> datetime | None:
+    """A ``run_at`` sent by a client: ISO-8601 text with a UTC offset (or ``Z``)."""
+    if value is None:
+        return None
+    example = "such as '2030-01-31T02:00:00Z' or '2030-01-30T21:00:00-05:00'"
+    if not isinstance(value, str) or len(value) > 64:
+        raise _bad_start("run_at", f"'run_at' must be an ISO-8601 time as a string, {example}.")
+    text = value[:-1] + "+00:00" if value.endswith(("Z", "z")) else value  # 3.10 reads no 'Z'
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise _bad_start(
+            "run_at", f"'run_at' {value!r} is not an ISO-8601 time; send one {example}."
+        ) from None
+    if moment.utcoffset() is None:
+        raise _bad_start("run_at", f"'run_at' {value!r} has no UTC offset; send one {example}.")
+    return moment
+
+
+def _bad_start(parameter: str, message: str) -> InvalidArguments:
+    return InvalidArguments(message, [{"parameter": parameter, "message": message}])
 
 
 def _json_body(state: AppState, *, allow_empty: bool) -> Any:
@@ -324,23 +367,9 @@ def _json_body(state: AppState, *, allow_empty: bool) -> Any:
             "The request body must be JSON, sent with 'Content-Type: application/json'."
         )
     try:
-        return json.loads(data, parse_constant=_refuse_constant, parse_float=_finite_float)
+        return json_input.loads(data)
     except ValueError as error:
         raise BadRequest(f"The request body is not valid JSON: {error}.") from None
-    except RecursionError:
-        raise BadRequest("The request body is nested too deeply.") from None
-
-
-def _refuse_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not a JSON value")
-
-
-def _finite_float(text: str) -> float:
-    # 1e400 would become infinity, which JSON cannot carry back (it is stored as null).
-    value = float(text)
-    if not math.isfinite(value):
-        raise ValueError(f"the number {text[:20]} is too large")
-    return value
 
 
 def _retry_after(state: AppState, record: JobRecord) -> int:
@@ -359,6 +388,9 @@ def _retry_after(state: AppState, record: JobRecord) -> int:
     if record.started_at is not None and 0 < percentage < 100:
         remaining = _seconds(now, record.started_at) * (100 - percentage) / percentage
         delay = min(delay, max(initial, math.ceil(remaining / 2)))
+    if record.run_at is not None and record.started_at is None:
+        # A delayed job changes no sooner than when it may start.
+        delay = max(delay, math.ceil(_seconds(record.run_at, now)))
     return int(min(settings.retry_after_max, max(initial, delay)))
 
 

@@ -2,23 +2,37 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+import sys
 import time
 import typing as t
+from collections.abc import Callable, Iterator
+from datetime import datetime, timezone
 
 import click
 from flask import current_app
 from flask.cli import AppGroup
 
-from .errors import JobRunnerError
+from .backends.base import revision
+from .errors import BackendUnavailable, JobRunnerError
+from .events import follow
 from .job import Job
-from .record import JobStatus
+from .record import JobRecord, JobStatus
 
 if t.TYPE_CHECKING:
     from .extension import AppState
 
 jobs_cli = AppGroup("jobs", help="Background jobs of this app.")
+
+#: The exit status of ``flask jobs watch`` (and ``submit --watch``) for each way a job ends.
+WATCH_EXIT_STATUS = {JobStatus.COMPLETED: 0, JobStatus.FAILED: 1, JobStatus.CANCELLED: 3}
+#: The exit status when the job is unknown, or expired while it was watched.
+WATCH_GONE_STATUS = 4
+# Seconds of one wait for a change; a quiet job is simply waited for again.
+_WATCH_WAIT = 10.0
+_WATCH_MAX_BACKOFF = 30.0
 
 
 def _state() -> AppState:
@@ -86,10 +100,26 @@ def submit_command(task: str, arguments: tuple[str, ...], watch: bool) -> None:
         raise click.ClickException(error.message) from None
     click.echo(f"Submitted job {job.id}")
     if watch:
-        job = _watch(job)
-        _print_job(job)
-        if job.status.value != "completed":
-            raise SystemExit(1)
+        _watch_to_the_end(job)
+
+
+@jobs_cli.command("watch")
+@click.argument("job_id")
+def watch_command(job_id: str) -> None:
+    """Follow a job until it ends: a progress bar, then its status document.
+
+    Exits with status 0 if the job completed, 1 if it failed, 3 if it was
+    cancelled, and 4 if there is no such job. Without a terminal it prints
+    one line per change instead of the bar.
+    """
+    try:
+        job = _state().runner.get(job_id)
+    except JobRunnerError as error:
+        raise click.ClickException(error.message) from None
+    if job is None:
+        click.echo(f"Error: There is no job with id '{job_id}'.", err=True)
+        raise SystemExit(WATCH_GONE_STATUS)
+    _watch_to_the_end(job)
 
 
 @jobs_cli.command("cancel")
@@ -159,6 +189,27 @@ def worker_command(
     raise SystemExit(status)
 
 
+@jobs_cli.command("schedule")
+def schedule_command() -> None:
+    """List the periodic schedules and when each runs next."""
+    state = _state()
+    schedules = sorted(state.runner.schedules.values(), key=lambda schedule: schedule.name)
+    if not schedules:
+        click.echo("No periodic schedules are registered.")
+        return
+    now = datetime.now(timezone.utc)
+    for schedule in schedules:
+        tick = schedule.next_tick(now)
+        local = tick.astimezone(schedule.timezone)
+        shown = "" if schedule.every is not None else f" ({local:%Y-%m-%d %H:%M:%S %Z})"
+        click.echo(
+            f"{schedule.name}  task {schedule.task.name}  {schedule.describe()}"
+            f"  next {tick:%Y-%m-%dT%H:%M:%SZ}{shown}"
+        )
+    if not state.settings.scheduler:
+        click.echo("JOBRUNNER_SCHEDULER is False: no process of this app submits them.")
+
+
 @jobs_cli.command("init-db")
 def init_db_command() -> None:
     """Create the tables the SQL backend keeps jobs in (nothing to do for others)."""
@@ -182,15 +233,67 @@ def _log_to_stderr() -> None:
         logger.setLevel(logging.INFO)
 
 
-def _watch(job: Job) -> Job:
-    with click.progressbar(length=100, label=job.task, show_percent=True) as bar:
-        shown = 0
-        while not job.is_finished:
-            time.sleep(0.2)
-            job.refresh()
-            percentage = int(job.percentage or 0)
-            bar.label = f"{job.task}: {job.message or job.status.value}"
-            bar.update(percentage - shown)
-            shown = percentage
-        bar.update(100 - shown if job.status.value == "completed" else 0)
-    return job
+def _watch_to_the_end(job: Job) -> t.NoReturn:
+    """Show the job's changes until it ends, print its status document, exit with its status."""
+    record = _watch(job)
+    if record is None:
+        click.echo(f"Error: Job '{job.id}' no longer exists; finished jobs expire.", err=True)
+        raise SystemExit(WATCH_GONE_STATUS)
+    job.record = record
+    _print_job(job)
+    raise SystemExit(WATCH_EXIT_STATUS[record.status])
+
+
+def _watch(job: Job) -> JobRecord | None:
+    """Show each change of the job until it ends; the final record, or ``None`` if it vanished.
+
+    An unreachable backend is waited for, with a growing pause, as workers do.
+    """
+    backend = _state().backend
+    record, seen = job.record, None
+    delay = 1.0
+    with _progress_display(job.task) as show:
+        while True:
+            try:
+                for change in follow(backend, record, after=seen, wait=_WATCH_WAIT):
+                    if change is not None:
+                        record, seen, delay = change, revision(change), 1.0
+                        show(change)
+                return record if record.is_finished else None
+            except BackendUnavailable as error:
+                click.echo(f"{error.message} Trying again in {delay:g} s.", err=True)
+                time.sleep(delay)
+                delay = min(delay * 2, _WATCH_MAX_BACKOFF)
+
+
+@contextlib.contextmanager
+def _progress_display(label: str) -> Iterator[Callable[[JobRecord], None]]:
+    """A function that shows one state of a job: on a bar in a terminal, else as a line."""
+    if not sys.stdout.isatty():
+        yield lambda record: click.echo(_progress_line(record))
+        return
+    with click.progressbar(length=100, label=label, show_eta=False) as bar:
+
+        def show(record: JobRecord) -> None:
+            bar.label = f"{record.task}: {record.message or record.status.value}"
+            steps = max(int(_percentage(record)) - bar.pos, 0)
+            if steps:
+                bar.update(steps)
+            else:  # update() draws only when the bar moves; the label changed
+                bar.render_progress()
+
+        yield show
+
+
+def _progress_line(record: JobRecord) -> str:
+    parts = [f"{record.status.value:<11}", f"{_percentage(record):5.1f}%"]
+    if record.items_processed is not None:
+        total = "?" if record.total_items is None else record.total_items
+        parts.append(f"{record.items_processed}/{total}")
+    if record.message:
+        parts.append(record.message)
+    return "  ".join(parts)
+
+
+def _percentage(record: JobRecord) -> float:
+    return 100.0 if record.status is JobStatus.COMPLETED else record.percentage or 0.0

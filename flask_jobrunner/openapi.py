@@ -27,6 +27,12 @@ _ERROR_CODES = {
 }
 
 _TIME = {"type": "string", "format": "date-time"}
+_DELAY = {"type": "number", "minimum": 0, "description": "Seconds before the job may start."}
+_RUN_AT = {
+    "type": "string",
+    "format": "date-time",
+    "description": "When the job may start: ISO-8601 with a UTC offset. Not with delay.",
+}
 
 _SCHEMAS: dict[str, Any] = {
     "Error": {
@@ -61,6 +67,8 @@ _SCHEMAS: dict[str, Any] = {
             "completed_at": _TIME,
             "failed_at": _TIME,
             "cancelled_at": _TIME,
+            # A delayed job that has not started yet: when it may start.
+            "scheduled_for": _TIME,
             "result": {},
             "error": {"type": "string"},
             "error_type": {"type": "string", "enum": [kind.value for kind in ErrorType]},
@@ -96,6 +104,8 @@ def openapi_document(prefix: str, tasks: list[Task[Any, Any]]) -> dict[str, Any]
                         "task": {"type": "string", "enum": [task.name for task in tasks]},
                         "args": {"type": "array"},
                         "kwargs": {"type": "object"},
+                        "delay": _DELAY,
+                        "run_at": _RUN_AT,
                     },
                 },
                 "202",
@@ -127,6 +137,30 @@ def openapi_document(prefix: str, tasks: list[Task[Any, Any]]) -> dict[str, Any]
                 "responses": {"202": _json("Cancel requested.", "Job"), **_errors()},
             },
         },
+        f"{prefix}/{{job_id}}/events": {
+            "get": {
+                "summary": "Follow a job: Server-Sent Events of its status until it ends.",
+                "description": (
+                    "Each change is an 'event: status' message whose data is the Job document"
+                    " and whose id is the job's revision; send it back as Last-Event-ID (or the"
+                    " last_event_id query parameter) to resume. A ': keep-alive' comment comes"
+                    " every JOBRUNNER_EVENTS_HEARTBEAT seconds without a change."
+                ),
+                "parameters": [
+                    _job_id(),
+                    {"name": "Last-Event-ID", "in": "header", "schema": {"type": "string"}},
+                    _query("last_event_id", {"type": "string", "pattern": "^[0-9]+$"}),
+                ],
+                "responses": {
+                    "200": {
+                        "description": "The event stream; it ends after the final state.",
+                        "content": {"text/event-stream": {"schema": {"type": "string"}}},
+                    },
+                    "204": {"description": "The client already had the final state."},
+                    **_errors(),
+                },
+            },
+        },
     }
     for task in tasks:
         body = _keyword_body(task)
@@ -134,16 +168,17 @@ def openapi_document(prefix: str, tasks: list[Task[Any, Any]]) -> dict[str, Any]
             continue
         name = _add_schemas(schemas, f"{task.name.title().replace('_', '')}Arguments", body)
         summary = (task.func.__doc__ or f"Submit a job of {task.name}.").strip().splitlines()[0]
-        paths[f"{prefix}/{task.name.replace('_', '-')}"] = {
-            "post": _operation(
-                summary,
-                {"$ref": _REF.format(model=name)},
-                "202",
-                "Accepted",
-                # No body is no arguments: that fits only a task that requires none.
-                required=bool(body.get("required")),
-            )
-        }
+        operation = _operation(
+            summary,
+            {"$ref": _REF.format(model=name)},
+            "202",
+            "Accepted",
+            # No body is no arguments: that fits only a task that requires none.
+            required=bool(body.get("required")),
+        )
+        # The body is the task's own arguments: when the job starts goes in the query.
+        operation["parameters"] += [_query("delay", _DELAY), _query("run_at", _RUN_AT)]
+        paths[f"{prefix}/{task.name.replace('_', '-')}"] = {"post": operation}
     return {
         "openapi": "3.1.0",
         "info": {"title": "Jobs API", "version": "1"},

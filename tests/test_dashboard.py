@@ -749,6 +749,7 @@ def test_empty_inputs_keep_the_defaults_and_a_list_can_be_json(
         ({"arg-name": "x", "arg-options": '{"depth": "deep"}'}, "options", "valid integer"),
         ({"arg-name": "x", "arg-symbols": "[1,"}, "symbols", "not valid JSON"),
         ({"arg-name": "x", "arg-options": "NaN"}, "options", "not valid JSON"),
+        ({"arg-name": "x", "arg-options": '{"depth": 1e400}'}, "options", "too large"),
     ],
     ids=[
         "missing",
@@ -761,6 +762,7 @@ def test_empty_inputs_keep_the_defaults_and_a_list_can_be_json(
         "bad-nested",
         "bad-json-list",
         "nan",
+        "infinite-in-json",
     ],
 )
 def test_a_submit_with_bad_input_shows_the_error_on_the_form_and_stores_nothing(

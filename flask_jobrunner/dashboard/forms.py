@@ -19,6 +19,7 @@ from typing import Any
 
 from werkzeug.datastructures import MultiDict
 
+from .. import json_input
 from ..task import Task
 
 #: The name of the text area of a task that gets one for all its keyword arguments.
@@ -270,12 +271,6 @@ def _list(text: str, item_type: str | None) -> list[Any]:
 
 def _json(text: str) -> Any:
     try:
-        return json.loads(text, parse_constant=_refuse_constant)
+        return json_input.loads(text)
     except ValueError as error:
         raise ValueError(f"This is not valid JSON: {error}.") from None
-    except RecursionError:
-        raise ValueError("This JSON is nested too deeply.") from None
-
-
-def _refuse_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not a JSON value")

@@ -15,15 +15,8 @@ from flask import Blueprint, Response, flash, redirect, render_template, request
 from flask.typing import ResponseReturnValue
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
-from ..api import (
-    ERROR_STATUS,
-    _authorize,
-    _http_task,
-    _require_open,
-    _state,
-    _visible_job,
-    _visible_page,
-)
+from ..access import authorize, current_state, http_task, require_open, visible_job, visible_page
+from ..api import ERROR_STATUS
 from ..errors import BackendUnavailable, InvalidArguments, JobConflict, JobRunnerError
 from ..extension import AppState
 from ..job import Job
@@ -80,7 +73,7 @@ def create_blueprint(url: str) -> Blueprint:
 
 def list_page() -> str:
     """The recent jobs, newest first, filtered by ``status`` and ``task``, a page at a time."""
-    state = _require_open()
+    state = require_open()
     status = request.args.get("status") or None
     if status is not None and status not in {item.value for item in JobStatus}:
         raise InvalidArguments(
@@ -88,8 +81,8 @@ def list_page() -> str:
         )
     task = request.args.get("task") or None
     cursor = request.args.get("cursor") or None
-    _authorize(state, "list", task, None)
-    jobs, next_cursor = _visible_page(state, status, task, PAGE_SIZE, cursor)
+    authorize(state, "list", task, None)
+    jobs, next_cursor = visible_page(state, status, task, PAGE_SIZE, cursor)
     task_names = sorted({*state.runner.tasks, *([task] if task else [])})
     return render_template(
         f"{_TEMPLATES}/jobs.html",
@@ -106,8 +99,8 @@ def list_page() -> str:
 
 def job_page(job_id: str) -> str:
     """One job: its status, progress, times, attempts, and its result or error."""
-    state = _require_open()
-    job = _visible_job(state, job_id, "read")
+    state = require_open()
+    job = visible_job(state, job_id, "read")
     return render_template(
         f"{_TEMPLATES}/job.html",
         job=_document(state, job),
@@ -118,8 +111,8 @@ def job_page(job_id: str) -> str:
 
 def cancel_job(job_id: str) -> ResponseReturnValue:
     """Cancel the job (a POST from its page), then show its page again."""
-    state = _require_open()
-    job = _visible_job(state, job_id, "cancel")
+    state = require_open()
+    job = visible_job(state, job_id, "cancel")
     if job.is_finished:
         flash(f"The job already ended {job.status.value}; it cannot be cancelled.", "error")
     else:
@@ -130,15 +123,15 @@ def cancel_job(job_id: str) -> ResponseReturnValue:
 
 def tasks_page() -> str:
     """The tasks the client may submit, each with a link to its form."""
-    state = _require_open()
+    state = require_open()
     return render_template(f"{_TEMPLATES}/tasks.html", tasks=_submittable(state))
 
 
 def submit_page(task_name: str) -> ResponseReturnValue:
     """The submit form of an ``http=True`` task; a valid POST submits and shows the job."""
-    state = _require_open()
-    task = _http_task(state, task_name)
-    _authorize(state, "submit", task.name, None)
+    state = require_open()
+    task = http_task(state, task_name)
+    authorize(state, "submit", task.name, None)
     fields = form_fields(task)
     problems: list[str] = []
     existing: str | None = None
@@ -179,7 +172,7 @@ def _error_page(error: JobRunnerError) -> Response:
     code = next((ERROR_STATUS[cls] for cls in type(error).__mro__ if cls in ERROR_STATUS), 500)
     response = Response(_render_error(code, error.message), code, mimetype="text/html")
     if isinstance(error, BackendUnavailable):
-        response.headers["Retry-After"] = str(_state().settings.retry_after_initial)
+        response.headers["Retry-After"] = str(current_state().settings.retry_after_initial)
     return response
 
 
@@ -200,7 +193,7 @@ def _render_error(code: int, message: str) -> str:
 def _guard() -> None:
     if request.endpoint == f"{BLUEPRINT}.static":
         return
-    state = _require_open()
+    state = require_open()
     if request.method == "POST":
         limit = state.settings.max_payload
         # Before the form is parsed: the same bound as a submit to the API.
