@@ -79,7 +79,10 @@ def make_tickstock(store: str, tickstock_env: dict[str, str]) -> Iterator[Callab
     apps: list[Flask] = []
 
     def make(**config: Any) -> Flask:
-        app = create_app({"TESTING": True, "JOBRUNNER_SHUTDOWN_TIMEOUT": 5, **config})
+        # No scheduler: between 02:00 and 03:00 New York time its catch-up would
+        # submit the nightly unique job that these tests submit themselves.
+        settings = {"TESTING": True, "JOBRUNNER_SHUTDOWN_TIMEOUT": 5, "JOBRUNNER_SCHEDULER": False}
+        app = create_app({**settings, **config})
         apps.append(app)
         try:
             with app.app_context():

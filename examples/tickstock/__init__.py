@@ -7,6 +7,11 @@ them; operators can also run them from the terminal with a progress bar::
     python -m examples.tickstock
     flask --app examples.tickstock jobs submit load-etf-holdings --watch
 
+The ETF holdings are also loaded every night at 02:00 New York time, by
+whichever process of the app (web or ``flask jobs worker``) sees the tick
+first: one job per night across all of them (``flask jobs schedule`` lists
+it).
+
 Settings come from the environment or ``examples/tickstock/.env`` (see
 :mod:`.config`). By default one SQLite file in the instance folder holds both
 the app's data and the jobs, and the jobs run in the web process.

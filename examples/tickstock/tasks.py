@@ -9,6 +9,10 @@ which an uncommitted change of the job itself would hold. Every write is an
 upsert, so a retried job simply does its work again. No task sets a
 ``timeout``: ``JOB_TIMEOUT_SECONDS`` applies to all of them.
 
+:func:`load_etf_holdings` also runs on its own every night at 02:00 New
+York time (``flask jobs schedule`` shows the next run): the providers
+publish holdings files overnight, and the load is done long before the open.
+
 Transient provider errors (:class:`~.marketdata.ProviderUnavailable`) are
 retried with back-off; an unknown symbol (:class:`~.marketdata.UnknownSymbol`,
 a :class:`ValueError`) fails the job at once as a ``validation`` error.
@@ -42,6 +46,8 @@ Days = Annotated[int, Field(ge=1, le=3650)]
 DEFAULT_ETFS = ["SPY", "QQQ", "DIA"]  # read only: it is the default of a parameter
 #: Provider outages are retried 3 times, after about 2, 4 and 8 seconds.
 RETRIES, RETRY_BACKOFF = 3, 2.0
+#: When the ETF holdings are loaded again: nightly, in the market's timezone.
+NIGHTLY_LOAD, MARKET_TIMEZONE = "0 2 * * *", "America/New_York"
 
 
 @contextlib.contextmanager
@@ -59,6 +65,10 @@ def report(done: int, total: int) -> None:
     current_job.progress(done=done, total=total, message=f"Processed {done} of {total} symbols")
 
 
+# Every night at 02:00 New York time, long before the open. One job per night
+# however many web and worker processes run; a unique task, so a night's load
+# that is still running when the next one is due makes that one skip.
+@jobs.periodic(NIGHTLY_LOAD, timezone=MARKET_TIMEZONE, name="nightly-etf-holdings")
 @jobs.task(unique=True, http=True, retries=RETRIES, retry_backoff=RETRY_BACKOFF)
 def load_etf_holdings(
     etfs: Annotated[list[Symbol], Field(min_length=1, max_length=20)] = DEFAULT_ETFS,
