@@ -11,6 +11,7 @@ import collections
 import os
 import pathlib
 import signal
+import sqlite3
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -111,13 +112,37 @@ def test_the_jobs_of_a_killed_worker_complete_on_another(cluster: Cluster) -> No
     assert cluster.stop(survivor) == 0
 
 
+def freeze(cluster: Cluster, pid: int) -> None:
+    """SIGSTOP *pid* at a moment it holds no SQLite write lock.
+
+    A process stopped inside a write transaction stalls every other writer
+    of the file until it goes on (SQLite's lock has no lease): a failure of
+    its own, not the lost lease the caller tests.
+    """
+    deadline = time.monotonic() + 10
+    while True:
+        os.kill(pid, signal.SIGSTOP)
+        if not cluster.url.startswith("sqlite:///") or time.monotonic() > deadline:
+            return
+        probe = sqlite3.connect(cluster.url.removeprefix("sqlite:///"), timeout=0.05)
+        try:
+            probe.execute("BEGIN IMMEDIATE")
+            probe.rollback()
+            return
+        except sqlite3.OperationalError:  # locked by the stopped process
+            os.kill(pid, signal.SIGCONT)
+            time.sleep(0.01)
+        finally:
+            probe.close()
+
+
 def test_a_worker_whose_lease_expired_cannot_overwrite_the_result(cluster: Cluster) -> None:
     frozen = cluster.worker("--threads", "1", lease=1)
     app = cluster.app(lease=1)
     with app.app_context():
         job = process_app.sleep_for.submit(seconds=2.0)
     wait_for(lambda: cluster.started_by(frozen.pid), "the first worker to start the job")
-    os.kill(frozen.pid, signal.SIGSTOP)
+    freeze(cluster, frozen.pid)
     successor = cluster.worker("--threads", "1", lease=1)
 
     wait_for(lambda: job.refresh().status is JobStatus.COMPLETED, "the successor to finish")
