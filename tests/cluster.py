@@ -15,13 +15,16 @@ import subprocess
 import sys
 import urllib.error
 import urllib.request
-from collections.abc import Callable
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from flask import Flask
 
 import process_app
-from conftest import free_port, wait_until
+from conftest import free_port, server_down, wait_until
+from flask_jobrunner import BackendUnavailable
 
 TESTS = pathlib.Path(__file__).parent
 #: The longest any process test waits for one thing to happen.
@@ -31,6 +34,30 @@ WAIT = 60.0
 def wait_for(predicate: Callable[[], Any], what: str, timeout: float = WAIT) -> Any:
     """:func:`conftest.wait_until` with the process tests' longer default timeout."""
     return wait_until(predicate, timeout, interval=0.02, what=what)
+
+
+@contextmanager
+def fresh_cluster(
+    backend_id: str, url: str, directory: pathlib.Path, **settings: Any
+) -> Iterator[Cluster]:
+    """A :class:`Cluster` on an emptied store, with a private Redis prefix.
+
+    Skips the test when the backend's server is down; ends every process the
+    test started and empties the store afterwards.
+    """
+    cluster = Cluster(url, directory, redis_prefix=f"jrtest:{uuid.uuid4().hex}", **settings)
+    try:
+        backend = cluster.app().extensions["jobrunner"].backend
+        backend.setup()
+        backend.clear()
+    except BackendUnavailable as error:
+        server_down(backend_id, error)
+    try:
+        yield cluster
+    finally:
+        cluster.end_processes()
+        backend.clear()
+        cluster.close()
 
 
 class Cluster:

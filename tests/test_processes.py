@@ -13,16 +13,15 @@ import pathlib
 import signal
 import sqlite3
 import time
-import uuid
 from collections.abc import Callable, Iterator
 
 import pytest
 from flask import Flask
 
 import process_app
-from cluster import Cluster, request, wait_for
-from conftest import DURABLE_IDS, server_down
-from flask_jobrunner import BackendUnavailable, Job, JobStatus
+from cluster import Cluster, fresh_cluster, request, wait_for
+from conftest import DURABLE_IDS
+from flask_jobrunner import Job, JobStatus
 
 pytestmark = pytest.mark.slow
 
@@ -35,20 +34,8 @@ def cluster(
 ) -> Iterator[Cluster]:
     """A cluster on a fresh store of each durable backend in turn."""
     backend_id = str(request.param)
-    prefix = f"jrtest:{uuid.uuid4().hex}"
-    cluster = Cluster(backend_url_for(backend_id), tmp_path, redis_prefix=prefix)
-    try:
-        backend = cluster.app().extensions["jobrunner"].backend
-        backend.setup()
-        backend.clear()
-    except BackendUnavailable as error:
-        server_down(backend_id, error)
-    try:
+    with fresh_cluster(backend_id, backend_url_for(backend_id), tmp_path) as cluster:
         yield cluster
-    finally:
-        cluster.end_processes()
-        backend.clear()
-        cluster.close()
 
 
 def submit_all(app: Flask, count: int, **kwargs: object) -> list[Job]:

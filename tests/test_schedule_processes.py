@@ -11,15 +11,14 @@ from __future__ import annotations
 
 import collections
 import pathlib
-import uuid
 from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from cluster import Cluster, wait_for
-from conftest import DURABLE_IDS, server_down
-from flask_jobrunner import BackendUnavailable, Job, JobStatus
+from cluster import Cluster, fresh_cluster, wait_for
+from conftest import DURABLE_IDS
+from flask_jobrunner import Job, JobStatus
 
 pytestmark = pytest.mark.slow
 
@@ -37,26 +36,11 @@ def cluster(
 ) -> Iterator[Cluster]:
     """A cluster on a fresh store of each durable backend in turn."""
     backend_id = str(request.param)
-    prefix = f"jrtest:{uuid.uuid4().hex}"
-    cluster = Cluster(
-        backend_url_for(backend_id),
-        tmp_path,
-        redis_prefix=prefix,
-        schedule_catchup=60,
-        shutdown_timeout=5,
-    )
-    try:
-        backend = cluster.app().extensions["jobrunner"].backend
-        backend.setup()
-        backend.clear()
-    except BackendUnavailable as error:
-        server_down(backend_id, error)
-    try:
+    url = backend_url_for(backend_id)
+    with fresh_cluster(
+        backend_id, url, tmp_path, schedule_catchup=60, shutdown_timeout=5
+    ) as cluster:
         yield cluster
-    finally:
-        cluster.end_processes()
-        backend.clear()
-        cluster.close()
 
 
 @pytest.fixture
