@@ -124,6 +124,16 @@ local function publish(id, job)
   return text
 end
 
+-- Store the hash of a new job from the table of its fields.
+local function create(key, job)
+  local flat = {}
+  for name, value in pairs(job) do
+    flat[#flat + 1] = name
+    flat[#flat + 1] = value
+  end
+  redis.call('HSET', key, unpack(flat))
+end
+
 -- Write changed fields; a false value deletes the field.
 local function apply(key, job, fields)
   local sets, dels = {}, {}
@@ -262,12 +272,7 @@ if ARGV[4] ~= '' then job.uk = ARGV[4] end
 if ARGV[5] ~= '' then job.ik = ARGV[5] end
 if ARGV[8] ~= '' then job.ra = ARGV[8] end
 for i = 12, #ARGV, 2 do job[ARGV[i]] = ARGV[i + 1] end
-local flat = {}
-for name, value in pairs(job) do
-  flat[#flat + 1] = name
-  flat[#flat + 1] = value
-end
-redis.call('HSET', key, unpack(flat))
+create(key, job)
 local due = job.ra and tonumber(job.ra) or math.min(tonumber(job.cu), now)
 redis.call('ZADD', KEYS[2], int(due), id)
 for i = 3, #KEYS do redis.call('ZADD', KEYS[i], 0, job.sk) end
@@ -344,12 +349,7 @@ while i <= #ARGV do
     }
     if ARGV[first - 7] ~= '' then job.ra = ARGV[first - 7] end
     for f = first, last, 2 do job[ARGV[f]] = ARGV[f + 1] end
-    local flat = {}
-    for name, value in pairs(job) do
-      flat[#flat + 1] = name
-      flat[#flat + 1] = value
-    end
-    redis.call('HSET', key, unpack(flat))
+    create(key, job)
     local due = job.ra and tonumber(job.ra) or math.min(tonumber(job.cu), now)
     add(queues, job.q, int(due), id)
     add(tasks, task, 0, sort_key)
