@@ -52,6 +52,8 @@ class JobContext:
         self._on_stored = on_stored
         self._lock = threading.Lock()
         self._latest = Progress()
+        # The progress last confirmed stored: a final write repeats only newer progress.
+        self._stored = self._latest
         self._dirty = False
         self._last_write = float("-inf")
         self._cancel_requested = False
@@ -86,6 +88,16 @@ class JobContext:
     def latest_progress(self) -> Progress:
         """The last progress the task reported."""
         return self._latest
+
+    @property
+    def unstored_progress(self) -> Progress | None:
+        """The last progress reported, if it may not be stored yet; else ``None``.
+
+        The final write carries it, so no report is lost, and a job that
+        reported nothing (or nothing new) writes no progress at the end.
+        """
+        latest = self._latest
+        return None if latest is self._stored else latest
 
     def progress(
         self,
@@ -153,8 +165,10 @@ class JobContext:
                 self._dirty = True
             return
         self._learn(state)
-        if self._on_stored is not None and state is not LeaseState.LOST:  # LOST: nothing stored
-            self._on_stored(self)
+        if state is not LeaseState.LOST:  # LOST: nothing stored
+            self._stored = latest
+            if self._on_stored is not None:
+                self._on_stored(self)
 
     def heartbeat(self) -> None:
         """Renew the lease (storing progress when there is some to store)."""

@@ -105,7 +105,7 @@ def execute(
         outcome = timeout_outcome(context)
     if context.cancelled and outcome.status is not JobStatus.COMPLETED:
         outcome = Outcome(JobStatus.CANCELLED)
-    outcome = dataclasses.replace(outcome, progress=context.latest_progress)
+    outcome = dataclasses.replace(outcome, progress=context.unstored_progress)
     _store(app, state, context, job, outcome, finish)
 
 
@@ -155,7 +155,7 @@ def timeout_outcome(context: JobContext) -> Outcome:
         error=f"The job ran past its timeout of {context.timeout:g} seconds.",
         error_type=ErrorType.TIMEOUT,
         error_details="JobTimeout",
-        progress=context.latest_progress,
+        progress=context.unstored_progress,
     )
 
 

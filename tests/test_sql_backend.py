@@ -28,7 +28,7 @@ from flask import Flask
 from flask_sqlalchemy import SQLAlchemy
 
 from conftest import make_record, wait_until
-from flask_jobrunner import JobRunner
+from flask_jobrunner import JobRunner, current_job
 from flask_jobrunner.backends import load_backend
 from flask_jobrunner.backends.sql import SQLBackend
 from flask_jobrunner.backends.sql_schema import job_progress as job_progress_table
@@ -265,6 +265,46 @@ def test_progress_is_logged_and_the_log_goes_with_its_job(
     wait_until(lambda: backend.purge_expired() == 1, timeout=5)
     with backend.engine.connect() as connection:
         assert connection.execute(log, {"id": job.id}).all() == []
+
+
+@pytest.mark.parametrize(
+    ("interval", "reports", "logged"),
+    [
+        (0, 0, []),  # nothing reported: the final write logs nothing
+        (0, 1, [1]),  # the one report is stored at once, and not again at the end
+        (30, 2, [1, 2]),  # the second waits for the interval, so the final write stores it
+    ],
+)
+def test_the_final_write_logs_only_progress_not_yet_stored(
+    sql_url: str, interval: float, reports: int, logged: list[int]
+) -> None:
+    app = Flask(__name__)
+    app.config.update(
+        JOBRUNNER_BACKEND=sql_url, JOBRUNNER_PROGRESS_INTERVAL=interval, JOBRUNNER_MAX_WORKERS=1
+    )
+    jobs = JobRunner(app)
+
+    @jobs.task
+    def reports_items() -> None:
+        for done in range(1, reports + 1):
+            current_job.progress(done=done, total=2)
+
+    backend = jobs.get_state(app).backend
+    try:
+        with app.app_context():
+            job = reports_items.submit().wait(timeout=10)
+        assert job.status is JobStatus.COMPLETED
+        log = sa.select(job_progress_table.c.items_processed).where(
+            job_progress_table.c.job_id == job.id
+        )
+        with backend.engine.connect() as connection:
+            assert connection.execute(log.order_by(job_progress_table.c.id)).scalars().all() == (
+                logged
+            )
+    finally:
+        jobs.shutdown(app, timeout=10)
+        backend.clear()
+        backend.close()
 
 
 # -- the Flask-SQLAlchemy engine ---------------------------------------------
