@@ -2,7 +2,8 @@
 
 One dispatcher thread claims as many ready jobs as there are idle threads,
 in one backend call, the pool threads run them (see
-:mod:`flask_jobrunner.executor`), one finisher thread writes their final
+:mod:`flask_jobrunner.executor`) and, while more jobs wait, claim their next
+one themselves as each ends, one finisher thread writes their final
 states, many per call (see :mod:`flask_jobrunner.finisher`), and one monitor
 thread renews leases, stores throttled progress, ends jobs that run past
 their timeout and takes back jobs whose lease ran out elsewhere.
@@ -26,7 +27,7 @@ from .errors import BackendUnavailable
 from .executor import execute, job_context, send_finished, timeout_outcome
 from .finisher import Finisher
 from .job import Job
-from .record import Outcome
+from .record import Claim, Outcome
 from .signals import job_finished
 
 if TYPE_CHECKING:
@@ -70,6 +71,8 @@ class Worker:
         self._running: dict[str, JobContext] = {}
         self._running_changed = threading.Condition()
         self._pool: list[threading.Thread] = []
+        # Whether the last claim suggested more jobs are due (see _claim_next).
+        self._backlog = False
         self._finisher = Finisher(state.backend, self._finished, name=f"{self.name}-finish")
         # Batching pays off where a finish costs a round trip the backend can share;
         # elsewhere each pool thread writes its own, in parallel.
@@ -163,7 +166,7 @@ class Worker:
                 return
             try:
                 claims = self.state.backend.claim(
-                    self.state.runner.queues if self.queues is None else self.queues,
+                    self._queues(),
                     lease=settings.lease,
                     limit=idle,
                     timeout=1.0,
@@ -184,20 +187,30 @@ class Worker:
                         self._out_of_work.set()
                 continue
             self._out_of_work.clear()
+            # A full claim suggests more jobs are due: threads then claim their next themselves.
+            self._backlog = len(claims) == idle
             for claim in claims:
-                if self._stopping.is_set():
-                    self._call_backend(self.state.backend.release, claim.record.id, claim.token)
+                item = self._started(claim)
+                if item is None:
                     continue
-                context = job_context(self.app, self.state, claim)
-                # Registered before hand-over, so a stop never misses a job about to start.
-                with self._running_changed:
-                    self._running[context.token] = context
                 with self._slots:
                     self._idle -= 1
-                self._inbox.put((context, Job(claim.record, self.state.backend)))
+                self._inbox.put(item)
+
+    def _started(self, claim: Claim) -> tuple[JobContext, Job] | None:
+        # Registered before it runs, so a stop never misses a job about to start;
+        # a claim that comes back after the stop began is given back at once.
+        context = job_context(self.app, self.state, claim)
+        with self._running_changed:
+            if not self._stopping.is_set():
+                self._running[context.token] = context
+                return context, Job(claim.record, self.state.backend)
+        self._call_backend(self.state.backend.release, claim.record.id, claim.token)
+        return None
 
     def _run_jobs(self) -> None:
-        while (item := self._inbox.get()) is not None:
+        item = self._inbox.get()
+        while item is not None:
             context, job = item
             try:
                 execute(self.app, self.state, context, job, self._finish)
@@ -206,9 +219,31 @@ class Worker:
             finally:
                 if not context.is_finishing:  # else the finisher lets it go once written
                     self._forget(context)
+            item = self._claim_next()
+            if item is None:
                 with self._slots:
                     self._idle += 1
                     self._slots.notify()
+                item = self._inbox.get()
+
+    def _claim_next(self) -> tuple[JobContext, Job] | None:
+        # While jobs wait, a thread that ends one claims its next itself: no
+        # wake-up of the dispatcher and no hand-over between threads. Only
+        # when none is left does it go idle and leave claims to the dispatcher.
+        if not self._backlog or self._stopping.is_set():
+            return None
+        try:
+            claims = self.state.backend.claim(self._queues(), lease=self.state.settings.lease)
+        except Exception:  # the dispatcher reports it and backs off
+            self._backlog = False
+            return None
+        if not claims:
+            self._backlog = False
+            return None
+        return self._started(claims[0])
+
+    def _queues(self) -> Sequence[str]:
+        return self.state.runner.queues if self.queues is None else self.queues
 
     def _finish_later(self, context: JobContext, job: Job, outcome: Outcome) -> None:
         context.mark_finishing()

@@ -946,6 +946,34 @@ def test_many_quick_jobs_each_end_exactly_once_with_their_result(
     assert sorted(finished) == sorted(job.id for job in submitted)
 
 
+@settings(max_workers=2)
+def test_while_jobs_wait_a_thread_that_ends_one_claims_its_next_itself(
+    app: Flask, jobs: JobRunner
+) -> None:
+    backend = jobs.get_state(app).backend
+    claimed_by: list[str] = []
+    claim = backend.claim
+
+    def noting_the_thread(*args: Any, **kwargs: Any) -> list[Any]:
+        claims = claim(*args, **kwargs)
+        claimed_by.extend(threading.current_thread().name for _ in claims)
+        return claims
+
+    backend.claim = noting_the_thread  # type: ignore[method-assign]
+
+    @jobs.task
+    def quick(n: int) -> int:
+        return n
+
+    submitted = quick.submit_many([{"n": n} for n in range(40)])
+    assert [job.wait(timeout=30).result for job in submitted] == list(range(40))
+
+    assert len(claimed_by) == 40
+    # The dispatcher claims for idle threads only: the first jobs, not the queue behind them.
+    by_pool_threads = [name for name in claimed_by if not name.endswith("-dispatch")]
+    assert len(by_pool_threads) >= 30, claimed_by
+
+
 def test_a_job_that_ends_just_at_its_timeout_is_written_once(app: Flask, jobs: JobRunner) -> None:
     @jobs.task(timeout=0.2)
     def slow_then_done() -> str:
