@@ -37,6 +37,8 @@ logger = logging.getLogger("flask_jobrunner")
 
 #: Seconds between two rounds of the monitor (timeouts are seen this late at most).
 MONITOR_TICK = 0.05
+#: Seconds a job must have run for its thread to claim the next job itself.
+SELF_CLAIM_AFTER = 0.002
 #: Longest wait between claim attempts when the backend is unreachable.
 MAX_BACKOFF = 5.0
 
@@ -212,6 +214,7 @@ class Worker:
         item = self._inbox.get()
         while item is not None:
             context, job = item
+            started = time.monotonic()
             try:
                 execute(self.app, self.state, context, job, self._finish)
             except BaseException:  # a pool thread never dies; the lease brings the job back
@@ -219,7 +222,10 @@ class Worker:
             finally:
                 if not context.is_finishing:  # else the finisher lets it go once written
                     self._forget(context)
-            item = self._claim_next()
+            # Jobs quicker than a claim's round trip are better claimed in batches by
+            # the dispatcher; after a longer one, the thread's own claim saves its hops.
+            long_enough = time.monotonic() - started >= SELF_CLAIM_AFTER
+            item = self._claim_next() if long_enough else None
             if item is None:
                 with self._slots:
                     self._idle += 1

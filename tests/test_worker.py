@@ -36,6 +36,7 @@ from flask_jobrunner import (
     job_started,
     job_submitted,
 )
+from flask_jobrunner.worker import SELF_CLAIM_AFTER
 
 
 def worker_threads() -> list[str]:
@@ -962,10 +963,11 @@ def test_while_jobs_wait_a_thread_that_ends_one_claims_its_next_itself(
     backend.claim = noting_the_thread  # type: ignore[method-assign]
 
     @jobs.task
-    def quick(n: int) -> int:
+    def not_so_quick(n: int) -> int:
+        time.sleep(SELF_CLAIM_AFTER)  # a quicker job's thread leaves claims to the dispatcher
         return n
 
-    submitted = quick.submit_many([{"n": n} for n in range(40)])
+    submitted = not_so_quick.submit_many([{"n": n} for n in range(40)])
     assert [job.wait(timeout=30).result for job in submitted] == list(range(40))
 
     assert len(claimed_by) == 40
