@@ -105,7 +105,8 @@ def execute(
         outcome = timeout_outcome(context)
     if context.cancelled and outcome.status is not JobStatus.COMPLETED:
         outcome = Outcome(JobStatus.CANCELLED)
-    outcome = dataclasses.replace(outcome, progress=context.unstored_progress)
+    if (progress := context.unstored_progress) is not None:  # most jobs: none to carry
+        outcome = dataclasses.replace(outcome, progress=progress)
     _store(app, state, context, job, outcome, finish)
 
 
