@@ -84,6 +84,14 @@ class Task(t.Generic[P, R]):
             if parameter.kind is parameter.VAR_KEYWORD
         }
         self._arguments_model = _arguments_model(self.name, func, self._signature)
+        # A call without arguments fits when no parameter is required; its JSON
+        # form is then always empty (only what was passed is stored), so
+        # :meth:`validate` answers it without a round trip through pydantic.
+        self._fits_empty_call = all(
+            parameter.default is not parameter.empty
+            or parameter.kind in (parameter.VAR_POSITIONAL, parameter.VAR_KEYWORD)
+            for parameter in self._signature.parameters.values()
+        )
         self._result_adapter = _result_adapter(func)
         update_wrapper(self, func)
 
@@ -150,6 +158,8 @@ class Task(t.Generic[P, R]):
 
         :raises InvalidArguments: naming each parameter that does not fit.
         """
+        if not args and not kwargs and self._fits_empty_call:
+            return [], {}
         try:
             bound = self._signature.bind(*args, **kwargs)
         except TypeError as error:

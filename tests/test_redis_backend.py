@@ -931,3 +931,48 @@ def test_get_reads_a_job_as_the_scripts_render_it(backend: RedisBackend) -> None
     )
     assert stored.finished_at is not None
     assert stored.token is None
+
+
+# -- the submit path: bulk transactions, cached encodings -----------------------
+
+
+def test_enqueue_many_beyond_one_script_is_one_transaction(
+    backend: RedisBackend, server: redis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("flask_jobrunner.backends.redis._ENQUEUE_CHUNK", 2)
+    records = [make_record(created_by="alice") for _ in range(5)]
+    records.append(make_record(run_at=backend.now() + timedelta(hours=1)))
+    backend.enqueue_many(records[:1])  # loads the script
+
+    server.config_resetstat()
+    backend.enqueue_many(records)
+    stats = server.info("commandstats")
+
+    # Other tests share this server, so only the calls' presence is certain.
+    assert stats["cmdstat_multi"]["calls"] >= 1
+    assert stats["cmdstat_exec"]["calls"] >= 1
+    assert [backend.get(record.id) for record in records] == records
+    page, _ = backend.list_jobs(created_by="alice")
+    assert {record.id for record in page} == {record.id for record in records[:5]}
+    claimed = backend.claim(["default"], lease=LEASE, limit=10)
+    assert [claim.record.id for claim in claimed] == [record.id for record in records[:5]]
+
+
+def test_jobs_of_one_task_keep_their_own_options_and_submitter(backend: RedisBackend) -> None:
+    # The part of a job's JSON shared by a task's jobs is encoded once and reused.
+    records = [
+        make_record(task="tasks.same", created_by="alice"),
+        make_record(task="tasks.same", created_by="bob"),
+        make_record(task="tasks.same", created_by=None, timeout=5.0, max_retries=2),
+        make_record(task="tasks.same", created_by="alice", args=[1, "\u00e9"], kwargs={"k": []}),
+        make_record(task="tasks.same", queue="other"),
+    ]
+    for record in records:
+        backend.enqueue(record)
+    backend.enqueue_many([make_record(task="tasks.same", created_by="carol")])
+
+    assert [backend.get(record.id) for record in records] == records
+    page, _ = backend.list_jobs(task="tasks.same", created_by="alice")
+    assert {record.id for record in page} == {records[0].id, records[3].id}
+    page, _ = backend.list_jobs(created_by="carol")
+    assert [record.task for record in page] == ["tasks.same"]

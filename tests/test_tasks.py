@@ -477,3 +477,22 @@ def test_annotated_constraints_in_the_signature_are_checked_on_submit(
     assert "days" in str(caught.value)
     assert backfill.submit(days=30).record.kwargs == {"days": 30}
     assert jobs.list().jobs[0].record.kwargs == {"days": 30}
+
+
+def test_a_call_without_arguments_skips_pydantic_when_no_parameter_is_required(
+    jobs: JobRunner, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    @jobs.task
+    def defaults(n: int = 1, *rest: int, **options: str) -> None: ...
+
+    @jobs.task
+    def needs(n: int) -> None: ...
+
+    def refuse(*args: Any, **kwargs: Any) -> None:
+        raise AssertionError("pydantic was asked")
+
+    monkeypatch.setattr(defaults._arguments_model, "model_validate", refuse)
+    assert defaults.validate((), {}) == ([], {})
+    # Required parameters still get the message that names them.
+    with pytest.raises(InvalidArguments, match="missing a required argument: 'n'"):
+        needs.validate((), {})

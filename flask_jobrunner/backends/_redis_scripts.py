@@ -32,10 +32,24 @@ run often, so that one is written without the helpers.
 
 from __future__ import annotations
 
+#: What :func:`render` appends to the doc of a job just enqueued with no field
+#: of its own; the scripts that store such jobs publish it without rendering.
+NEW_JOB_TAIL = (
+    ',"status":"pending"'
+    ',"started_at":null,"updated_at":null,"finished_at":null,"run_at":null'
+    ',"lease_expires_at":null,"percentage":null,"message":null,"items_processed":null'
+    ',"total_items":null,"result":null,"error":null,"error_type":null'
+    ',"error_details":null,"attempts":0,"recoveries":0,"cancel_requested":false}'
+)
+
 #: Helpers every script starts with.
-PRELUDE = r"""
+PRELUDE = (
+    r"""
 local P = ARGV[1]
 local TTL = tonumber(ARGV[2])
+local NEW_JOB_TAIL = '"""
+    + NEW_JOB_TAIL
+    + r"""'
 
 -- Lua numbers turn into '1.7e+15' when passed to redis.call; digits only.
 local function int(n)
@@ -157,11 +171,18 @@ local function move(job, from, to)
 end
 
 -- One marker at most: a waiting claimer pops it, and a claimer that leaves
--- due work behind pushes it again, so the list never grows.
+-- due work behind pushes it again, so the list never grows. With a marker
+-- there already (no claimer waits), a wake-up costs one cheap call.
 local function wake(queue)
   local key = P .. 'notify:' .. queue
-  redis.call('LPUSH', key, '1')
-  redis.call('LTRIM', key, 0, 0)
+  if redis.call('LLEN', key) == 0 then redis.call('LPUSH', key, '1') end
+end
+
+-- ZADD of score/member pairs in slices, below Lua's limit on unpack().
+local function zadd_all(key, members)
+  for first = 1, #members, 2000 do
+    redis.call('ZADD', key, unpack(members, first, math.min(first + 1999, #members)))
+  end
 end
 
 -- Due when its run_at comes, else at its creation (never later than now), so
@@ -238,6 +259,7 @@ local function outcome_fields(fields, first)
   return progress_fields(fields, first + #OUTCOME)
 end
 """
+)
 
 #: KEYS: job, ready queue, then the index sets (all jobs, pending, task, [creator]).
 #: ARGV: id, unique key, idempotency key, queue, created (us), run_at (us), sort
@@ -290,7 +312,8 @@ return {'created'}
 #: redis-py's cost per call grows with their number.
 #: KEYS: job. ARGV: prefix, queue, task, created (us), sort key, index entry,
 #: doc, [creator]. Returns 1, or 0 if the job exists already (ENQUEUE then answers).
-ENQUEUE_PLAIN = r"""
+ENQUEUE_PLAIN = (
+    r"""
 local key, P, queue, created, sort_key, doc = KEYS[1], ARGV[1], ARGV[2], ARGV[4], ARGV[5], ARGV[7]
 if redis.call('EXISTS', key) == 1 then return 0 end
 local id = string.sub(sort_key, 20)
@@ -305,25 +328,40 @@ redis.call('ZADD', P .. 'status:pending', 0, sort_key)
 redis.call('ZADD', P .. 'task:' .. ARGV[3], 0, sort_key)
 if ARGV[8] then redis.call('ZADD', P .. 'user:' .. ARGV[8], 0, sort_key) end
 local notify = P .. 'notify:' .. queue
-redis.call('LPUSH', notify, '1')
-redis.call('LTRIM', notify, 0, 0)
+if redis.call('LLEN', notify) == 0 then redis.call('LPUSH', notify, '1') end
 -- render() of this job, the doc's fields first.
-redis.call('PUBLISH', P .. 'events:' .. id, string.sub(doc, 1, -2) .. ',"status":"pending"'
-  .. ',"started_at":null,"updated_at":null,"finished_at":null,"run_at":null'
-  .. ',"lease_expires_at":null,"percentage":null,"message":null,"items_processed":null'
-  .. ',"total_items":null,"result":null,"error":null,"error_type":null'
-  .. ',"error_details":null,"attempts":0,"recoveries":0,"cancel_requested":false}')
+redis.call('PUBLISH', P .. 'events:' .. id, string.sub(doc, 1, -2) .. '"""
+    + NEW_JOB_TAIL
+    + r"""')
 return 1
 """
+)
 
-#: KEYS: the index sets of all jobs and of pending ones. ARGV: per job, id,
-#: queue, created (us), run_at (us), sort key, doc, index entry, task,
-#: creator, the count of other hash fields, then those as name/value pairs.
-#: Jobs have no unique or idempotency key. Returns how many were stored.
+#: KEYS: the index sets of all jobs and of pending ones. ARGV: per job, queue,
+#: created (us), sort key, doc, index entry, task, creator, then the count of
+#: the job's other hash fields ('' for none; run_at is one, as 'ra') and those
+#: as name/value pairs. Jobs have no unique or idempotency key. Returns how
+#: many were stored.
 ENQUEUE_MANY = (
     PRELUDE
     + r"""
 local now = clock()
+local jobs, keys = {}, {}
+local i = 3
+while i <= #ARGV do
+  jobs[#jobs + 1] = i
+  keys[#keys + 1] = P .. 'job:' .. string.sub(ARGV[i + 2], 20)
+  local count = ARGV[i + 7]
+  i = i + 8 + (count == '' and 0 or 2 * tonumber(count))
+end
+-- A replay of a call whose answer was lost stores nothing twice. One EXISTS
+-- over a slice of keys spares the usual call, with no job stored yet, a
+-- check per job.
+local replay = false
+for first = 1, #keys, 1000 do
+  local last = math.min(first + 999, #keys)
+  if redis.call('EXISTS', unpack(keys, first, last)) > 0 then replay = true end
+end
 local index, queues, tasks, users = {}, {}, {}, {}
 local function add(groups, name, score, member)
   local members = groups[name]
@@ -335,39 +373,39 @@ local function add(groups, name, score, member)
   members[#members + 1] = member
 end
 local stored = 0
-local i = 3
-while i <= #ARGV do
-  local id, sort_key, task, user = ARGV[i], ARGV[i + 4], ARGV[i + 7], ARGV[i + 8]
-  local first, last = i + 10, i + 9 + 2 * tonumber(ARGV[i + 9])
-  i = last + 1
-  local key = P .. 'job:' .. id
-  -- A replay of a call whose answer was lost stores nothing twice.
-  if redis.call('EXISTS', key) == 0 then
-    local job = {
-      doc = ARGV[first - 5], ix = ARGV[first - 4], sk = sort_key, q = ARGV[first - 9],
-      cu = ARGV[first - 8], st = 'pending',
-    }
-    if ARGV[first - 7] ~= '' then job.ra = ARGV[first - 7] end
-    for f = first, last, 2 do job[ARGV[f]] = ARGV[f + 1] end
-    create(key, job)
-    local due = job.ra and tonumber(job.ra) or math.min(tonumber(job.cu), now)
-    add(queues, job.q, int(due), id)
-    add(tasks, task, 0, sort_key)
-    if user ~= '' then add(users, user, 0, sort_key) end
+for n, i in ipairs(jobs) do
+  local key = keys[n]
+  if not replay or redis.call('EXISTS', key) == 0 then
+    local queue, created, sort_key, doc = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]
+    local id = string.sub(sort_key, 20)
+    local due = math.min(tonumber(created), now)
+    local count = ARGV[i + 7]
+    if count == '' then
+      redis.call('HSET', key, 'st', 'pending', 'q', queue, 'cu', created, 'sk', sort_key,
+        'ix', ARGV[i + 4], 'doc', doc)
+      redis.call('PUBLISH', P .. 'events:' .. id, string.sub(doc, 1, -2) .. NEW_JOB_TAIL)
+    else
+      local job = {doc = doc, ix = ARGV[i + 4], sk = sort_key, q = queue, cu = created,
+        st = 'pending'}
+      for f = i + 8, i + 7 + 2 * tonumber(count), 2 do job[ARGV[f]] = ARGV[f + 1] end
+      create(key, job)
+      if job.ra then due = tonumber(job.ra) end
+      publish(id, job)
+    end
+    add(queues, queue, int(due), id)
+    add(tasks, ARGV[i + 5], 0, sort_key)
+    if ARGV[i + 6] ~= '' then add(users, ARGV[i + 6], 0, sort_key) end
     index[#index + 1] = 0
     index[#index + 1] = sort_key
-    publish(id, job)
     stored = stored + 1
   end
 end
-if stored > 0 then
-  redis.call('ZADD', KEYS[1], unpack(index))
-  redis.call('ZADD', KEYS[2], unpack(index))
-end
-for name, members in pairs(tasks) do redis.call('ZADD', P .. 'task:' .. name, unpack(members)) end
-for name, members in pairs(users) do redis.call('ZADD', P .. 'user:' .. name, unpack(members)) end
+zadd_all(KEYS[1], index)
+zadd_all(KEYS[2], index)
+for name, members in pairs(tasks) do zadd_all(P .. 'task:' .. name, members) end
+for name, members in pairs(users) do zadd_all(P .. 'user:' .. name, members) end
 for name, members in pairs(queues) do
-  redis.call('ZADD', P .. 'queue:' .. name, unpack(members))
+  zadd_all(P .. 'queue:' .. name, members)
   wake(name)
 end
 return stored

@@ -60,6 +60,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from datetime import datetime, timedelta, timezone
+from operator import attrgetter
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -92,6 +93,11 @@ _MICROSECOND = timedelta(microseconds=1)
 _dumps = json.JSONEncoder(separators=(",", ":")).encode
 # The index entry is decoded by cjson, which is then spared any escapes.
 _dumps_index = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
+# The same encodings of one string, as JSON text, without building an encoder call.
+_quote = json.encoder.encode_basestring_ascii
+_quote_index = json.encoder.encode_basestring
+#: Microseconds from 0001-01-01 to the epoch: an index entry counts from the former.
+_YEAR_ONE_MICROS = (_EPOCH - _YEAR_ONE) // _MICROSECOND
 
 #: The record fields kept one per hash field (the rest go, as JSON, in ``doc``).
 _CHANGING = frozenset(
@@ -138,6 +144,12 @@ _JSON_FIELDS = (
 _DOC_FIELDS = tuple(
     field.name for field in dataclasses.fields(JobRecord) if field.name not in _CHANGING
 )
+#: The doc fields each submit sets anew; the rest are alike for the jobs of a task.
+_PER_JOB = ("id", "args", "kwargs", "created_at")
+_PER_TASK = tuple(name for name in _DOC_FIELDS if name not in _PER_JOB)
+_per_task_values = attrgetter(*_PER_TASK)
+#: Most entries kept in the cache of :func:`_encoded`'s per-task JSON.
+_ENCODED_CACHE = 512
 _FINAL = (JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELLED)
 _LEASE_STATES = {state.value: state for state in LeaseState}
 
@@ -154,7 +166,7 @@ _UNAVAILABLE: tuple[type[Exception], ...] = (
 #: Jobs recovered, and expired jobs purged per status, in one script run.
 _BATCH = 500
 #: Jobs one ``ENQUEUE_MANY`` script stores; more go as several in one transaction.
-_ENQUEUE_CHUNK = 1000
+_ENQUEUE_CHUNK = 10_000
 #: Index entries one listing script looks at before the next round trip.
 _LIST_BUDGET = 2000
 #: Longest single BLPOP; it must stay below the socket timeout.
@@ -265,10 +277,7 @@ class RedisBackend(Backend):
             stored = record.copy()
             stored.status = JobStatus.PENDING
             return stored, True
-        sort_key = _sort_key(record.created_at, record.id)
-        index = [sort_key, record.task]
-        if record.created_by is not None:
-            index.append(record.created_by)
+        doc, index, created, sort_key = _encoded(record)
         keys = [
             self._key("job", record.id),
             self._key("queue", record.queue),
@@ -285,11 +294,11 @@ class RedisBackend(Backend):
             record.unique_key or "",
             record.idempotency_key or "",
             record.queue,
-            _micros(record.created_at),
+            created,
             "" if record.run_at is None else _micros(record.run_at),
             sort_key,
-            _dumps(_doc(record)),
-            _dumps_index(index),
+            doc,
+            index,
             *_other_fields(record),
         )
         answer = _text(reply[0])
@@ -322,51 +331,52 @@ class RedisBackend(Backend):
             or _other_fields(record)
         ):
             return False
-        sort_key = _sort_key(record.created_at, record.id)
-        index = [sort_key, record.task]
-        creator: list[str] = []
+        doc, index, created, sort_key = _encoded(record)
+        args = [self._p + "job:" + record.id, self._p, record.queue, record.task]
+        args += (str(created), sort_key, index, doc)
         if record.created_by is not None:
-            index.append(record.created_by)
-            creator.append(record.created_by)
-        reply = self._run_plain(
-            self._enqueue_plain,
-            [self._p + "job:" + record.id],
-            self._p,
-            record.queue,
-            record.task,
-            str(_micros(record.created_at)),
-            sort_key,
-            _dumps_index(index),
-            _dumps(_doc(record)),
-            *creator,
-        )
-        return bool(reply)
+            args.append(record.created_by)
+        return bool(self._evalsha(self._enqueue_plain, 1, *args))
 
     def enqueue_many(self, records: Sequence[JobRecord]) -> None:
         """Store many pending jobs in one script call (see :meth:`Backend.enqueue_many`).
 
-        More than 1,000 jobs go as several calls in one ``MULTI`` transaction,
-        still one round trip, so Redis is never blocked by one huge script.
+        More than 10,000 jobs go as several calls in one ``MULTI`` transaction,
+        still one round trip, so no script call grows without bound. Either
+        way Redis runs the whole batch at once: nothing else interleaves.
         """
         check_plain_records(records)
         if not records:
             return
         keys = [self._key("jobs"), self._key("status", JobStatus.PENDING.value)]
-        chunks = [
-            _enqueue_many_args(records[start : start + _ENQUEUE_CHUNK])
+        ttl_ms = max(round(self.result_ttl * 1000), 1)
+        commands = [
+            [
+                "EVALSHA",
+                self._enqueue_many.sha,
+                2,
+                *keys,
+                self._p,
+                ttl_ms,
+                *_enqueue_many_args(records[start : start + _ENQUEUE_CHUNK]),
+            ]
             for start in range(0, len(records), _ENQUEUE_CHUNK)
         ]
-        if len(chunks) == 1:
-            self._run(self._enqueue_many, keys, *chunks[0])
+        if len(commands) == 1:
+            self._evalsha(self._enqueue_many, *commands[0][2:])
             return
-        ttl_ms = max(round(self.result_ttl * 1000), 1)
         try:
+            # A script missing inside MULTI fails alone at EXEC while the others
+            # run: load it first, so the transaction stores all or nothing.
+            self.client.script_load(self._enqueue_many.script)
             with self.client.pipeline(transaction=True) as pipe:
-                for chunk in chunks:
-                    self._enqueue_many(keys, (self._p, ttl_ms, *chunk), client=pipe)
+                for command in commands:
+                    pipe.execute_command(*command)  # type: ignore[no-untyped-call]
                 pipe.execute()
         except _UNAVAILABLE as error:
             raise self._unavailable(error) from error
+        except ResponseError as error:
+            raise self._refused(error) from error
 
     def claim(
         self, queues: Sequence[str], *, lease: float, limit: int = 1, timeout: float = 0
@@ -715,30 +725,25 @@ class RedisBackend(Backend):
         return self._p + ":".join(parts)
 
     def _run(self, script: Script, keys: list[str], *args: str | int) -> Any:
-        try:
-            # Read on every call: an app (or a test) may change result_ttl later.
-            ttl_ms = max(round(self.result_ttl * 1000), 1)
-            return script(keys, (self._p, ttl_ms, *args))
-        except _UNAVAILABLE as error:
-            raise self._unavailable(error) from error
-        except ResponseError as error:
-            raise self._refused(error) from error
+        # Read on every call: an app (or a test) may change result_ttl later.
+        ttl_ms = max(round(self.result_ttl * 1000), 1)
+        return self._evalsha(script, len(keys), *keys, self._p, ttl_ms, *args)
 
-    def _run_plain(self, script: Script, keys: list[str], *args: str) -> Any:
-        """Run a script that takes no prefix or TTL, straight through ``EVALSHA``.
+    def _evalsha(self, script: Script, *args: str | int) -> Any:
+        """Run *script* with *args* (the key count, keys, then its arguments) by ``EVALSHA``.
 
         It skips what redis-py's :class:`~redis.commands.core.Script` adds
         per call, which a hot path notices; a script flushed from the server
         is loaded again.
         """
         # redis-py leaves 'execute_command' unannotated.
-        run: Callable[..., Any] = self.client.execute_command
+        command: Callable[..., Any] = self.client.execute_command
         try:
             try:
-                return run("EVALSHA", script.sha, len(keys), *keys, *args)
+                return command("EVALSHA", script.sha, *args)
             except NoScriptError:
                 self.client.script_load(script.script)
-                return run("EVALSHA", script.sha, len(keys), *keys, *args)
+                return command("EVALSHA", script.sha, *args)
         except _UNAVAILABLE as error:
             raise self._unavailable(error) from error
         except ResponseError as error:
@@ -823,25 +828,72 @@ def _enqueue_many_args(records: Sequence[JobRecord]) -> list[str | int]:
     """The ``ENQUEUE_MANY`` arguments of *records*: one group per job."""
     args: list[str | int] = []
     for record in records:
-        sort_key = _sort_key(record.created_at, record.id)
-        index = [sort_key, record.task]
-        if record.created_by is not None:
-            index.append(record.created_by)
-        fields = _other_fields(record)
+        doc, index, created, sort_key = _encoded(record)
         args += (
-            record.id,
             record.queue,
-            _micros(record.created_at),
-            "" if record.run_at is None else _micros(record.run_at),
+            created,
             sort_key,
-            _dumps(_doc(record)),
-            _dumps_index(index),
+            doc,
+            index,
             record.task,
             "" if record.created_by is None else record.created_by,
-            len(fields) // 2,
-            *fields,
         )
+        fields = _other_fields(record)
+        if record.run_at is not None:
+            fields += ("ra", str(_micros(record.run_at)))
+        # Most jobs have no field of their own: an empty count spares the script a loop.
+        args.append(str(len(fields) // 2) if fields else "")
+        args += fields
     return args
+
+
+#: Per-task JSON for :func:`_encoded`, by the values of ``_PER_TASK``.
+_encoded_cache: dict[Any, tuple[str, str]] = {}
+
+
+def _encoded(record: JobRecord) -> tuple[str, str, int, str]:
+    """The stored forms of a new job: its ``doc``, index entry, creation (us) and sort key.
+
+    Most of the doc and of the index entry is the same for every job of a
+    task, so that part is encoded once and kept; the rest is spliced in.
+    """
+    created = _micros(record.created_at)
+    sort_key = f"{created + _YEAR_ONE_MICROS:018d}:{record.id}"
+    constant = _per_task_values(record)
+    try:
+        doc_tail, index_tail = _encoded_cache[constant]
+    except KeyError:
+        doc_tail, index_tail = _encoded_cache[constant] = _per_task_json(record)
+        if len(_encoded_cache) > _ENCODED_CACHE:
+            _encoded_cache.clear()
+    except TypeError:  # a value that cannot be a key: encoded every time
+        doc_tail, index_tail = _per_task_json(record)
+    args, kwargs = record.args, record.kwargs
+    doc = "".join(
+        (
+            '{"id":',
+            _quote(record.id),
+            ',"args":',
+            _dumps(args) if args else "[]",
+            ',"kwargs":',
+            _dumps(kwargs) if kwargs else "{}",
+            ',"created_at":',
+            _quote(record.created_at.isoformat()),
+            doc_tail,
+        )
+    )
+    return doc, "[" + _quote_index(sort_key) + index_tail, created, sort_key
+
+
+def _per_task_json(record: JobRecord) -> tuple[str, str]:
+    """The JSON of the doc fields in ``_PER_TASK`` (``,`` first, ``}`` last) and the
+    index entry's end."""
+    doc = _doc(record)
+    tail = _dumps({name: doc[name] for name in _PER_TASK})
+    index = "," + _dumps_index(record.task)
+    if record.created_by is not None:
+        index += "," + _dumps_index(record.created_by)
+    return ("," + tail[1:] if _PER_TASK else "}"), index + "]"
 
 
 def _doc(record: JobRecord) -> dict[str, Any]:
