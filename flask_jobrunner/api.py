@@ -40,9 +40,7 @@ from .errors import (
     NotAuthorized,
     TaskNotFound,
 )
-from .events import has_seen_the_end, parse_event_id, status_stream
 from .extension import AppState
-from .openapi import openapi_document
 from .record import JobRecord, JobStatus
 from .schedule import SCHEDULE_KEY_PREFIX
 from .task import Task
@@ -227,6 +225,9 @@ def job_events(job_id: str) -> Response:
     before the stream starts. A client that resumes after the final state
     gets ``204``, which tells a browser to stop reconnecting.
     """
+    # Loaded by the first request: a worker process mounts the API but serves none of it.
+    from .events import has_seen_the_end, parse_event_id, status_stream
+
     state = require_open()
     job = visible_job(state, job_id, "read")
     last_event_id = request.headers.get("Last-Event-ID") or request.args.get("last_event_id")
@@ -252,6 +253,8 @@ def job_events(job_id: str) -> Response:
 
 def openapi() -> Response:
     """``GET /api/jobs/openapi.json``: the OpenAPI 3.1 document of this API."""
+    from .openapi import openapi_document  # by the first request, as for job_events
+
     state = require_open()
     tasks = [task for task in state.runner.tasks.values() if task.http]
     return jsonify(openapi_document(state.settings.url_prefix, tasks))

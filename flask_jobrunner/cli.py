@@ -17,7 +17,6 @@ from flask.cli import AppGroup
 
 from .backends.base import revision
 from .errors import BackendUnavailable, JobRunnerError
-from .events import follow
 from .job import Job
 from .record import JobRecord, JobStatus
 
@@ -249,6 +248,8 @@ def _watch(job: Job) -> JobRecord | None:
 
     An unreachable backend is waited for, with a growing pause, as workers do.
     """
+    from .events import follow
+
     backend = _state().backend
     record, seen = job.record, None
     delay = 1.0

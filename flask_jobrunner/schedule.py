@@ -20,9 +20,6 @@ import threading
 import typing as t
 from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime, timedelta, timezone, tzinfo
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
-
-from croniter import CroniterError, croniter
 
 from .errors import BackendUnavailable, ConfigurationError, InvalidArguments, JobConflict
 from .record import utcnow
@@ -123,6 +120,8 @@ class Schedule:
             elapsed = (after - _EPOCH) // timedelta(microseconds=1)
             return _EPOCH + timedelta(microseconds=(elapsed // step + 1) * step)
         assert self.cron is not None
+        from croniter import croniter
+
         local = after.astimezone(self.timezone)
         moment: datetime = croniter(self.cron, local).get_next(datetime)
         return moment.astimezone(timezone.utc)
@@ -178,6 +177,10 @@ def make_schedule(
             )
     zone = _zone(name, timezone_name)
     if cron is not None:
+        # Here, not at import: a process of an app without cron schedules (most
+        # workers) never loads croniter and dateutil.
+        from croniter import CroniterError, croniter
+
         if not isinstance(cron, str) or not croniter.is_valid(cron):
             raise ConfigurationError(
                 f"Schedule '{name}': {cron!r} is not a cron expression. Use five fields"
@@ -213,6 +216,8 @@ def _seconds(name: str, every: float) -> timedelta:
 def _zone(name: str, zone: str | tzinfo) -> tzinfo:
     if isinstance(zone, tzinfo):
         return zone
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
     try:
         return ZoneInfo(zone)
     except (ZoneInfoNotFoundError, ValueError, TypeError):
