@@ -30,6 +30,7 @@ from flask_sqlalchemy import SQLAlchemy
 from conftest import make_record, wait_until
 from flask_jobrunner import JobRunner, current_job
 from flask_jobrunner.backends import load_backend
+from flask_jobrunner.backends import sql_dialects as dialects
 from flask_jobrunner.backends.sql import SQLBackend
 from flask_jobrunner.backends.sql_schema import job_progress as job_progress_table
 from flask_jobrunner.backends.sql_schema import jobs as jobs_table
@@ -507,9 +508,9 @@ def test_interrupt_wakes_a_waiting_claim_promptly(
     assert backend.claim(["default"], lease=LEASE, timeout=0.2) == []  # no lasting effect
 
 
-def assert_woken_by_notify(waiting: SQLBackend, other: SQLBackend) -> None:
-    """A claim waiting on *waiting* sends no queries while idle, and wakes at once
-    when *other* enqueues a job."""
+def assert_woken_by_notify(waiting: SQLBackend, other: SQLBackend, *, idle_limit: int = 3) -> None:
+    """A claim waiting on *waiting* sends no more than *idle_limit* queries while
+    idle, and wakes at once when *other* enqueues a job."""
     statements: list[str] = []
 
     def count(*args: Any) -> None:
@@ -536,7 +537,7 @@ def assert_woken_by_notify(waiting: SQLBackend, other: SQLBackend) -> None:
 
     assert [claim.record.id for claim in claimed] == [job.id]
     assert woken_after < 1.0
-    assert idle_statements <= 3, statements  # one claim and one look ahead, no polling
+    assert idle_statements <= idle_limit, statements  # one claim and one look ahead, no polling
     assert waiting.finish(job.id, claimed[0].token, DONE)
 
 
@@ -548,6 +549,63 @@ def test_postgres_claim_waits_for_notify_and_wakes_on_another_backends_enqueue(
     assert waiting.blocking is True
 
     assert_woken_by_notify(waiting, other)
+
+
+def test_a_waiting_sqlite_claim_reads_nothing_until_another_connection_commits(
+    backend_url_for: Callable[[str], str], open_backend: Callable[..., SQLBackend]
+) -> None:
+    waiting = open_backend(backend_url_for("sqlite"))
+    other = open_backend(backend_url_for("sqlite"))
+    assert waiting.blocking is False
+
+    # The claim with its look ahead (BEGIN, UPDATE, SELECT), then one read
+    # (BEGIN, SELECT) for its own commit, which it cannot tell from another's.
+    assert_woken_by_notify(waiting, other, idle_limit=5)
+
+
+def test_a_waiting_sqlite_claim_takes_a_job_of_another_backend_once_it_is_due(
+    backend_url_for: Callable[[str], str], open_backend: Callable[..., SQLBackend]
+) -> None:
+    waiting = open_backend(backend_url_for("sqlite"))
+    other = open_backend(backend_url_for("sqlite"))
+    claimed: list[Any] = []
+    waiter = threading.Thread(
+        target=lambda: claimed.extend(waiting.claim(["default"], lease=LEASE, timeout=10)),
+        name="waiter",
+    )
+    waiter.start()
+    try:
+        time.sleep(0.2)  # waiting, with nothing due
+        run_at = other.now() + timedelta(seconds=0.5)
+        job, _ = other.enqueue(make_record(run_at=run_at))
+        waiter.join(10)
+    finally:
+        waiting.interrupt()
+        waiter.join(10)
+
+    # No commit happens after the enqueue: the read it caused tells when to look again.
+    assert [claim.record.id for claim in claimed] == [job.id]
+    assert claimed[0].record.started_at is not None
+    assert claimed[0].record.started_at >= run_at
+    assert claimed[0].record.started_at < run_at + timedelta(seconds=1)
+
+
+def test_sqlite_changes_tell_a_commit_of_any_other_connection(
+    backend_url_for: Callable[[str], str], open_backend: Callable[..., SQLBackend]
+) -> None:
+    backend = open_backend(backend_url_for("sqlite"))
+    changes = dialects.sqlite_changes(backend.engine)
+    assert changes is not None
+    try:
+        assert changes.has_changed()  # the first look
+        assert not changes.has_changed()
+        backend.get(new_job_id())  # a read commits nothing
+        assert not changes.has_changed()
+        backend.enqueue(make_record())
+        assert changes.has_changed()
+        assert not changes.has_changed()
+    finally:
+        changes.close()
 
 
 # -- outages -----------------------------------------------------------------

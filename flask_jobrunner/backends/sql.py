@@ -50,6 +50,8 @@ POLL_MIN, POLL_MAX = 0.001, 0.1
 BUSY_SPELL = 1.0
 #: The longest pause between two polls of a waiting claim during such a spell.
 BUSY_POLL = 0.004
+#: The same on SQLite, where a poll first asks whether anything changed at all.
+SQLITE_BUSY_POLL = 0.0005
 #: Rows per statement of a bulk insert: smaller pages cost psycopg less to convert.
 BULK_ROWS = 100
 #: Jobs finished by one statement of :meth:`SQLBackend.finish_many`.
@@ -112,6 +114,9 @@ class SQLBackend(Backend):
             if self._is_postgres
             else None
         )
+        # On SQLite: a look, for microseconds, whether a poll could find anything new.
+        self._changes = dialects.sqlite_changes(self.engine)
+        self._busy_poll = BUSY_POLL if self._changes is None else SQLITE_BUSY_POLL
         self._is_set_up = False
         self._reset_locks()
         _instances.add(self)
@@ -253,18 +258,34 @@ class SQLBackend(Backend):
                     signals = self._signals
                     if self._interrupts != interrupts:
                         return []
-                if woken or look_ahead or self._may_be_due(queues):
+                # Before any read, so a commit after it reads as a change next time.
+                changed = self._changes is None or self._changes.has_changed()
+                informed = look_ahead
+                if woken or look_ahead:
                     claims, due_in = self._run(
                         functools.partial(take, look_ahead=look_ahead), write=True, single=True
                     )
-                else:
+                elif not self._is_sqlite:
+                    claims, due_in = self._run(
+                        functools.partial(take, look_ahead=False), write=True, single=True
+                    )
+                elif changed:
+                    # A read, which takes no lock, so that an idle claim never
+                    # holds up a writer; then the write only if a job is due.
+                    due_in, informed = self._due_in(queues), True
+                    claims = []
+                    if due_in is not None and due_in <= 0:
+                        claims, due_in = self._run(
+                            functools.partial(take, look_ahead=True), write=True, single=True
+                        )
+                else:  # nothing committed since the last poll: nothing new can be due
                     claims, due_in = [], None
                 now = time.monotonic()
                 if claims:
                     self._last_work = now
                 if claims or now >= deadline:
                     return claims
-                if look_ahead:
+                if informed:
                     due_by = None if due_in is None else now + due_in
                 pause = deadline - now
                 if due_by is not None:
@@ -272,7 +293,7 @@ class SQLBackend(Backend):
                 if listener is None or not listener.is_listening:
                     # Work tends to come in spells: poll often while one lasts.
                     busy = now - self._last_work < BUSY_SPELL
-                    pause = min(pause, min(poll, BUSY_POLL) if busy else poll)
+                    pause = min(pause, min(poll, self._busy_poll) if busy else poll)
                 woken = self._wait_for_news(signals, interrupts, pause)
                 if woken:
                     poll, look_ahead = POLL_MIN, True
@@ -283,14 +304,25 @@ class SQLBackend(Backend):
             if listener is not None:
                 listener.leave()
 
-    def _may_be_due(self, queues: Sequence[str]) -> bool:
-        # Before a polling claim on SQLite: a read, which takes no lock, so
-        # that an idle claim never holds up a writer. Elsewhere: always.
-        if not self._is_sqlite:
-            return True
-        query = sa.select(jobs.c.id).where(_is_due(jobs, list(queues), self._clock())).limit(1)
-        return (
-            self._run(lambda connection: connection.execute(query).first(), write=False) is not None
+    def _due_in(self, queues: Sequence[str]) -> float | None:
+        # Seconds until the next pending job of *queues* is due (none or
+        # less: one is due now), or None when there is none; by a read.
+        parameters: dict[str, Any] = {"jobrunner_queues": list(queues)}
+        if self._is_clock_fixed:
+            parameters["jobrunner_now"] = utcnow()
+        due, now = self._run(
+            lambda connection: connection.execute(self._due_statement, parameters).one(),
+            write=False,
+        )
+        return None if due is None else (due - now).total_seconds()
+
+    @functools.cached_property
+    def _due_statement(self) -> sa.Select[Any, datetime]:
+        # When the next pending job of some queues is due, and the time now; built once.
+        clock = dialects.BoundClock() if self._is_clock_fixed else self._clock()
+        queues = sa.bindparam("jobrunner_queues", expanding=True, type_=jobs.c.queue.type)
+        return sa.select(sa.func.min(jobs.c.due_at), clock.now).where(
+            jobs.c.queue.in_(queues), jobs.c.status == schema.PENDING
         )
 
     def _insert(self, connection: sa.Connection, *, record: JobRecord) -> None:
@@ -468,20 +500,22 @@ class SQLBackend(Backend):
     ) -> list[JobRecord]:
         # MariaDB has neither UPDATE ... RETURNING nor LIMIT in an IN subquery:
         # lock the rows, then update them with the database time read alongside.
-        query = (
-            sa.select(jobs, clock.now.label("jobrunner_now"))
-            .where(_is_due(jobs, queues, clock))
-            .order_by(jobs.c.due_at, jobs.c.id)
-            .limit(limit)
-            .with_for_update(skip_locked=True)
-        )
-        rows = connection.execute(query).all()
+        parameters: dict[str, Any] = {"jobrunner_queues": queues, "jobrunner_limit": limit}
+        if isinstance(clock, dialects.FixedClock):
+            parameters["jobrunner_now"] = clock.value
+        rows = connection.execute(self._lock_ready_statement, parameters).all()
         if not rows:
             return []
         now: datetime = rows[0].jobrunner_now
-        values = schema.claimed(dialects.FixedClock(now), prefix, lease)
+        lease_end = now + timedelta(seconds=lease)
         connection.execute(
-            sa.update(jobs).where(jobs.c.id.in_([row.id for row in rows])).values(values)
+            self._claim_locked_statement,
+            {
+                "jobrunner_ids": [row.id for row in rows],
+                "jobrunner_now": now,
+                "jobrunner_prefix": prefix,
+                "jobrunner_lease_end": lease_end,
+            },
         )
         records = [to_record(row) for row in rows]
         for record in records:
@@ -491,8 +525,34 @@ class SQLBackend(Backend):
             record.cancel_requested = False
             record.updated_at = now
             record.started_at = record.started_at or now
-            record.lease_expires_at = now + timedelta(seconds=lease)
+            record.lease_expires_at = lease_end
         return records
+
+    @functools.cached_property
+    def _lock_ready_statement(self) -> sa.Select[Any]:
+        # The first half of a claim without RETURNING, built once: building
+        # it costs more than running it.
+        clock = dialects.BoundClock() if self._is_clock_fixed else self._clock()
+        queues = sa.bindparam("jobrunner_queues", expanding=True, type_=jobs.c.queue.type)
+        return (
+            sa.select(jobs, clock.now.label("jobrunner_now"))
+            .where(jobs.c.queue.in_(queues), jobs.c.status == schema.PENDING)
+            .where(jobs.c.due_at <= clock.now)
+            .order_by(jobs.c.due_at, jobs.c.id)
+            .limit(sa.bindparam("jobrunner_limit", type_=sa.Integer()))
+            .with_for_update(skip_locked=True)
+        )
+
+    @functools.cached_property
+    def _claim_locked_statement(self) -> sa.Update:
+        # Its second half: the locked rows claimed at the time the first half read.
+        ids = sa.bindparam("jobrunner_ids", expanding=True, type_=jobs.c.id.type)
+        values = schema.claimed(
+            dialects.BoundClock(),
+            sa.bindparam("jobrunner_prefix", type_=jobs.c.token.type),
+            sa.bindparam("jobrunner_lease_end", type_=schema.UTCDateTime()),
+        )
+        return sa.update(jobs).where(jobs.c.id.in_(ids)).values(values)
 
     def _wait_for_news(self, signals: int, interrupts: int, timeout: float) -> bool:
         # Whether something happened (work may have arrived, or an interrupt).
@@ -938,6 +998,8 @@ class SQLBackend(Backend):
         """Stop listening, and dispose of the engine if the backend made it."""
         if self._listener is not None:
             self._listener.close()
+        if self._changes is not None:
+            self._changes.close()
         if self._owns_engine:
             self._closed.set()
             self.engine.dispose()
@@ -1046,6 +1108,8 @@ class SQLBackend(Backend):
         self._reset_locks()
         if self._listener is not None:
             self._listener.after_fork()
+        if self._changes is not None:
+            self._changes.after_fork()
 
     # -- periodic schedules (claim_tick) --------------------------------------
 
@@ -1105,15 +1169,6 @@ def _notifications(*, claimable: bool) -> list[sa.ColumnElement[Any]]:
     if claimable:
         notes.append(sa.func.pg_notify(sql_listener.CHANNEL, jobs.c.queue).label("jobrunner_work"))
     return notes
-
-
-def _is_due(
-    table: sa.FromClause, queues: list[str], clock: dialects.Clock
-) -> sa.ColumnElement[bool]:
-    # Pending in one of *queues*, and due by now.
-    return sa.and_(
-        table.c.queue.in_(queues), table.c.status == schema.PENDING, table.c.due_at <= clock.now
-    )
 
 
 def _closing_when(closed: threading.Event) -> Callable[[Any, Any], None]:

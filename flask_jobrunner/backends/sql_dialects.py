@@ -7,6 +7,8 @@ the database's clock as SQL, and what a driver error means for the app.
 from __future__ import annotations
 
 import select
+import sqlite3
+import threading
 import weakref
 from collections.abc import Callable
 from datetime import datetime, timedelta
@@ -163,6 +165,72 @@ def enable_wal(engine: sa.Engine) -> None:
         cursor.close()
     finally:
         raw.close()
+
+
+class SQLiteChanges:
+    """Tells, for a few microseconds, whether anyone committed to a SQLite file since the last look.
+
+    A waiting claim looks here before each poll, so it can look often
+    without reading the jobs each time: SQLite has no notifications, but
+    ``PRAGMA data_version`` of one connection changes with every commit of
+    any other connection, of any process. Any failure reads as a change, so
+    the claim falls back to reading.
+
+    :param engine: An engine of SQLite through the standard ``sqlite3`` driver.
+    """
+
+    def __init__(self, engine: sa.Engine) -> None:
+        args, kwargs = engine.dialect.create_connect_args(engine.url)
+        self._database: str = args[0]
+        self._uri = bool(kwargs.get("uri", False))
+        self._lock = threading.Lock()
+        self._connection: sqlite3.Connection | None = None
+        self._version: int | None = None
+
+    def has_changed(self) -> bool:
+        """Whether a commit happened since the last call; ``True`` at the first."""
+        with self._lock:
+            try:
+                if self._connection is None:
+                    self._connection = sqlite3.connect(
+                        self._database, uri=self._uri, isolation_level=None, check_same_thread=False
+                    )
+                version: int = self._connection.execute("PRAGMA data_version").fetchone()[0]
+            except sqlite3.Error:
+                self._close()
+                return True
+            changed = version != self._version
+            self._version = version
+            return changed
+
+    def close(self) -> None:
+        """Close the connection; the next look opens a new one."""
+        with self._lock:
+            self._close()
+
+    def after_fork(self) -> None:
+        """Forget the parent's connection in a forked child, which must not use it."""
+        if self._connection is not None:
+            _ABANDONED.append(self._connection)
+        self._lock = threading.Lock()
+        self._connection = self._version = None
+
+    def _close(self) -> None:
+        connection, self._connection, self._version = self._connection, None, None
+        if connection is not None:
+            connection.close()
+
+
+def sqlite_changes(engine: sa.Engine) -> SQLiteChanges | None:
+    """A :class:`SQLiteChanges` for a SQLite *engine* of the ``sqlite3`` driver, else ``None``."""
+    if engine.dialect.name != "sqlite" or engine.dialect.driver != "pysqlite":
+        return None
+    return SQLiteChanges(engine)
+
+
+# SQLite connections of a parent process, kept referenced in a forked child
+# so that closing them there never touches the parent's file locks.
+_ABANDONED: list[Any] = []
 
 
 def _tune_sqlite(dbapi_connection: Any, connection_record: Any) -> None:
