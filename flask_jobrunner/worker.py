@@ -1,9 +1,12 @@
 """The worker: a bounded pool of threads fed by claims from the backend.
 
-One dispatcher thread claims as many ready jobs as there are idle threads,
-in one backend call, the pool threads run them (see
-:mod:`flask_jobrunner.executor`) and, while more jobs wait, claim their next
-one themselves as each ends, one finisher thread writes their final
+The idle pool threads take turns at claiming: one of them, the leader,
+claims as many ready jobs as there are idle threads, in one backend call,
+runs the first itself and hands the others to idle threads, one of which
+leads the next claim. So a job runs on the thread that claimed it, with no
+hand-over between threads, unless it came in a batch. While more jobs wait,
+a thread that ends one claims its next itself. The pool threads run jobs
+with :mod:`flask_jobrunner.executor`; one finisher thread writes their final
 states, many per call (see :mod:`flask_jobrunner.finisher`), and one monitor
 thread renews leases, stores throttled progress, ends jobs that run past
 their timeout and takes back jobs whose lease ran out elsewhere.
@@ -11,8 +14,8 @@ their timeout and takes back jobs whose lease ran out elsewhere.
 
 from __future__ import annotations
 
+import collections
 import logging
-import queue
 import threading
 import time
 import uuid
@@ -65,9 +68,11 @@ class Worker:
         self._stopping = threading.Event()
         self._out_of_work = threading.Event()
         self._monitor_stop = threading.Event()
+        # Guards the idle count, the jobs handed to idle threads and the leader's turn.
         self._slots = threading.Condition()
-        self._idle = threads
-        self._inbox: queue.SimpleQueue[tuple[JobContext, Job] | None] = queue.SimpleQueue()
+        self._idle = 0
+        self._handed: collections.deque[tuple[JobContext, Job]] = collections.deque()
+        self._leading = False
         # By claim token, not job id: a job whose lease ran out may be taken back
         # and claimed again by this same worker while its first run still ends.
         self._running: dict[str, JobContext] = {}
@@ -80,16 +85,15 @@ class Worker:
         # elsewhere each pool thread writes its own, in parallel.
         batches = type(state.backend).finish_many is not Backend.finish_many
         self._finish = self._finish_later if batches else None
-        self._dispatcher: threading.Thread | None = None
         self._monitor: threading.Thread | None = None
 
     @property
     def is_running(self) -> bool:
         """Whether the worker was started and not stopped."""
-        return self._dispatcher is not None and not self._stopping.is_set()
+        return bool(self._pool) and not self._stopping.is_set()
 
     def start(self) -> None:
-        """Start the pool, the finisher (if it batches), the dispatcher and the monitor threads."""
+        """Start the pool, the finisher (if it batches) and the monitor threads."""
         if self._finish is not None:
             self._finisher.start()
         for number in range(self.threads):
@@ -98,13 +102,9 @@ class Worker:
             )
             thread.start()
             self._pool.append(thread)
-        self._dispatcher = threading.Thread(
-            target=self._dispatch, name=f"{self.name}-dispatch", daemon=True
-        )
         self._monitor = threading.Thread(
             target=self._watch, name=f"{self.name}-monitor", daemon=True
         )
-        self._dispatcher.start()
         self._monitor.start()
 
     def wait_out_of_work(self, timeout: float) -> bool:
@@ -121,11 +121,9 @@ class Worker:
         Returns whether every running job finished in time.
         """
         self._stopping.set()
-        self.state.backend.interrupt()
+        self.state.backend.interrupt()  # wakes the leader's claim
         with self._slots:
             self._slots.notify_all()
-        if self._dispatcher is not None:
-            self._dispatcher.join()
         deadline = time.monotonic() + timeout
         with self._running_changed:
             while self._running and (remaining := deadline - time.monotonic()) > 0:
@@ -139,8 +137,6 @@ class Worker:
             context.mark_lost()
         # Every outcome handed over is written before the worker ends.
         self._finisher.stop()
-        for _ in self._pool:
-            self._inbox.put(None)
         self._monitor_stop.set()
         if self._monitor is not None:
             self._monitor.join()
@@ -156,22 +152,42 @@ class Worker:
 
     # -- threads -----------------------------------------------------------
 
-    def _dispatch(self) -> None:
+    def _take(self) -> tuple[JobContext, Job] | None:
+        # The next job of an idle thread: one a leader handed over, or one it
+        # claims as the leader; None once the worker stops.
+        with self._slots:
+            self._idle += 1
+            while True:
+                if self._handed:  # the leader counted it out of the idle ones already
+                    return self._handed.popleft()
+                if self._stopping.is_set():
+                    self._idle -= 1
+                    return None
+                if not self._leading:
+                    self._leading = True
+                    break
+                self._slots.wait()
+        try:
+            return self._lead()
+        except BaseException:  # the turn passes on, or every idle thread would wait forever
+            with self._slots:
+                self._idle -= 1
+                self._leading = False
+                self._slots.notify()
+            raise
+
+    def _lead(self) -> tuple[JobContext, Job] | None:
+        # Claims for every idle thread until some job comes; runs the first
+        # and hands the rest over, waking as many idle threads plus one, the
+        # next leader.
         backoff = 0.0
         settings = self.state.settings
         while not self._stopping.is_set():
             with self._slots:
-                while self._idle == 0 and not self._stopping.is_set():
-                    self._slots.wait()
                 idle = self._idle
-            if self._stopping.is_set():
-                return
             try:
                 claims = self.state.backend.claim(
-                    self._queues(),
-                    lease=settings.lease,
-                    limit=idle,
-                    timeout=1.0,
+                    self._queues(), lease=settings.lease, limit=idle, timeout=1.0
                 )
                 backoff = 0.0
             except Exception as error:
@@ -191,13 +207,20 @@ class Worker:
             self._out_of_work.clear()
             # A full claim suggests more jobs are due: threads then claim their next themselves.
             self._backlog = len(claims) == idle
-            for claim in claims:
-                item = self._started(claim)
-                if item is None:
-                    continue
-                with self._slots:
-                    self._idle -= 1
-                self._inbox.put(item)
+            items = [item for claim in claims if (item := self._started(claim)) is not None]
+            if not items:
+                continue
+            with self._slots:
+                self._idle -= len(items)
+                self._handed.extend(items[1:])
+                self._leading = False
+                self._slots.notify(len(items))
+            return items[0]
+        with self._slots:
+            self._idle -= 1
+            self._leading = False
+            self._slots.notify_all()
+        return None
 
     def _started(self, claim: Claim) -> tuple[JobContext, Job] | None:
         # Registered before it runs, so a stop never misses a job about to start;
@@ -211,7 +234,7 @@ class Worker:
         return None
 
     def _run_jobs(self) -> None:
-        item = self._inbox.get()
+        item = self._take()
         while item is not None:
             context, job = item
             started = time.monotonic()
@@ -223,24 +246,20 @@ class Worker:
                 if not context.is_finishing:  # else the finisher lets it go once written
                     self._forget(context)
             # Jobs quicker than a claim's round trip are better claimed in batches by
-            # the dispatcher; after a longer one, the thread's own claim saves its hops.
+            # the leader; after a longer one, the thread's own claim saves waiting its turn.
             long_enough = time.monotonic() - started >= SELF_CLAIM_AFTER
             item = self._claim_next() if long_enough else None
             if item is None:
-                with self._slots:
-                    self._idle += 1
-                    self._slots.notify()
-                item = self._inbox.get()
+                item = self._take()
 
     def _claim_next(self) -> tuple[JobContext, Job] | None:
-        # While jobs wait, a thread that ends one claims its next itself: no
-        # wake-up of the dispatcher and no hand-over between threads. Only
-        # when none is left does it go idle and leave claims to the dispatcher.
+        # While jobs wait, a thread that ends one claims its next itself, not
+        # waiting for its turn to lead. Only when none is left does it go idle.
         if not self._backlog or self._stopping.is_set():
             return None
         try:
             claims = self.state.backend.claim(self._queues(), lease=self.state.settings.lease)
-        except Exception:  # the dispatcher reports it and backs off
+        except Exception:  # the leader reports it and backs off
             self._backlog = False
             return None
         if not claims:
@@ -254,7 +273,7 @@ class Worker:
     def _finish_later(self, context: JobContext, job: Job, outcome: Outcome) -> None:
         context.mark_finishing()
         # A lone job is written from its own thread at once: the latency path.
-        alone = self._idle == self.threads - 1 and self._inbox.empty()
+        alone = self._idle == self.threads - 1 and not self._handed
         pending = self._finisher.finish(context, job, outcome, alone=alone)
         # Receivers run in the job's own thread, never holding up other finishes;
         # without any, the thread takes its next job while the write is in flight.

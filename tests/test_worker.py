@@ -949,33 +949,59 @@ def test_many_quick_jobs_each_end_exactly_once_with_their_result(
     assert sorted(finished) == sorted(job.id for job in submitted)
 
 
+def spy_on_claims(backend: Any) -> list[tuple[str, str, float]]:
+    """Notes (job id, claiming thread, claim timeout) of each job the real *backend* hands out."""
+    claimed: list[tuple[str, str, float]] = []
+    claim = backend.claim
+
+    def noting(queues: Any, *, timeout: float = 0, **kwargs: Any) -> list[Any]:
+        claims: list[Any] = claim(queues, timeout=timeout, **kwargs)
+        thread = threading.current_thread().name
+        claimed.extend((c.record.id, thread, timeout) for c in claims)
+        return claims
+
+    backend.claim = noting
+    return claimed
+
+
 @settings(max_workers=2)
 def test_while_jobs_wait_a_thread_that_ends_one_claims_its_next_itself(
     app: Flask, jobs: JobRunner
 ) -> None:
-    backend = jobs.get_state(app).backend
-    claimed_by: list[str] = []
-    claim = backend.claim
-
-    def noting_the_thread(*args: Any, **kwargs: Any) -> list[Any]:
-        claims = claim(*args, **kwargs)
-        claimed_by.extend(threading.current_thread().name for _ in claims)
-        return claims
-
-    backend.claim = noting_the_thread  # type: ignore[method-assign]
+    claimed = spy_on_claims(jobs.get_state(app).backend)
 
     @jobs.task
     def not_so_quick(n: int) -> int:
-        time.sleep(SELF_CLAIM_AFTER)  # a quicker job's thread leaves claims to the dispatcher
+        time.sleep(SELF_CLAIM_AFTER)  # a quicker job's thread waits for its turn to claim
         return n
 
     submitted = not_so_quick.submit_many([{"n": n} for n in range(40)])
     assert [job.wait(timeout=30).result for job in submitted] == list(range(40))
 
-    assert len(claimed_by) == 40
-    # The dispatcher claims for idle threads only: the first jobs, not the queue behind them.
-    by_pool_threads = [name for name in claimed_by if not name.endswith("-dispatch")]
-    assert len(by_pool_threads) >= 30, claimed_by
+    assert sorted(job_id for job_id, _, _ in claimed) == sorted(job.id for job in submitted)
+    # The turn-taking claims wait for work; a thread's own claim for its next job does not.
+    own = [job_id for job_id, _, timeout in claimed if timeout == 0]
+    assert len(own) >= 30, claimed
+
+
+@settings(max_workers=3)
+def test_a_lone_job_runs_on_the_thread_that_claimed_it(app: Flask, jobs: JobRunner) -> None:
+    claimed = spy_on_claims(jobs.get_state(app).backend)
+    ran_on: dict[str, str] = {}
+
+    def note_the_thread(sender: Flask, job: Job) -> None:
+        ran_on[job.id] = threading.current_thread().name
+
+    @jobs.task
+    def alone() -> None:
+        pass
+
+    with job_started.connected_to(note_the_thread, app):
+        done = [alone.submit().wait(timeout=10) for _ in range(5)]
+
+    assert [job.status for job in done] == [JobStatus.COMPLETED] * 5
+    # No hand-over between threads: the claim's thread is the job's.
+    assert {job_id: thread for job_id, thread, _ in claimed} == ran_on
 
 
 def test_a_job_that_ends_just_at_its_timeout_is_written_once(app: Flask, jobs: JobRunner) -> None:
