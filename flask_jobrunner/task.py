@@ -93,6 +93,7 @@ class Task(t.Generic[P, R]):
             for parameter in self._signature.parameters.values()
         )
         self._result_adapter = _result_adapter(func)
+        self._plain_results = _plain_results(func)
         update_wrapper(self, func)
 
     def __repr__(self) -> str:
@@ -198,6 +199,8 @@ class Task(t.Generic[P, R]):
 
         :raises TypeError: if the value cannot be represented as JSON.
         """
+        if type(result) in self._plain_results:  # JSON as it is: pydantic would return it
+            return result
         try:
             data = self._result_adapter.dump_python(result, mode="json", warnings=False)
             json.dumps(data, allow_nan=False)
@@ -278,6 +281,15 @@ def _result_adapter(func: Callable[..., t.Any]) -> pydantic.TypeAdapter[t.Any]:
     except pydantic.PydanticSchemaGenerationError:
         # The result is checked when the job ends; an odd annotation must not stop the task.
         return pydantic.TypeAdapter(t.Any, config=config)
+
+
+def _plain_results(func: Callable[..., t.Any]) -> frozenset[type]:
+    # The result types dump_result may pass through unchanged: str, int and
+    # bool when the return annotation is that very type or says nothing.
+    annotation = _type_hints(func.__name__, func).get("return", t.Any)
+    if annotation is t.Any:
+        return frozenset({str, int, bool})
+    return frozenset({annotation}) & {str, int, bool}
 
 
 def _type_hints(task_name: str, func: Callable[..., t.Any]) -> dict[str, t.Any]:

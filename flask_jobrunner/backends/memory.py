@@ -8,9 +8,9 @@ keeps jobs across restarts with no more setup.
 from __future__ import annotations
 
 import heapq
+import secrets
 import threading
 import time
-import uuid
 from collections import OrderedDict
 from collections.abc import Sequence
 from datetime import datetime, timedelta, timezone
@@ -348,7 +348,7 @@ class MemoryBackend(Backend):
             del self._ready_seq[job_id]
             record = self._jobs[job_id]
             record.status = JobStatus.IN_PROGRESS
-            record.token = uuid.uuid4().hex
+            record.token = secrets.token_hex(16)
             record.attempts += 1
             record.cancel_requested = False
             record.updated_at = utcnow()
