@@ -8,6 +8,7 @@ is written, and nothing is flushed.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -25,6 +26,7 @@ import redis
 from cluster import wait_for
 from conftest import SERVER_URLS, PrivateRedis, free_port, make_record, server_down, wait_until
 from flask_jobrunner.backends import load_backend
+from flask_jobrunner.backends import redis as redis_backend
 from flask_jobrunner.backends.redis import RedisBackend
 from flask_jobrunner.errors import BackendUnavailable, JobConflict
 from flask_jobrunner.record import (
@@ -312,6 +314,83 @@ def test_a_record_with_every_field_set_is_stored_as_it_is(backend: RedisBackend)
     assert stored == backend.get(record.id) == record
 
 
+def test_the_quick_record_builders_set_every_field() -> None:
+    # They name each field rather than walk the dataclass: a new one must be added there.
+    assert {field.name for field in dataclasses.fields(JobRecord)} == redis_backend._BUILT_FIELDS
+
+
+def test_a_job_stored_before_a_field_existed_still_loads(
+    backend: RedisBackend, server: redis.Redis, prefix: str
+) -> None:
+    job = enqueue(backend, max_retries=2)
+    key = f"{prefix}:job:{job.id}"
+    doc = json.loads(server.hget(key, "doc") or "")
+    del doc["max_retries"]
+    server.hset(key, "doc", json.dumps(doc))
+
+    stored = backend.get(job.id)
+    claim = backend.claim(["default"], lease=LEASE)[0]
+
+    assert stored is not None
+    assert stored.max_retries == claim.record.max_retries == 0  # the default
+    assert stored.id == claim.record.id == job.id
+
+
+def test_times_of_different_days_in_one_script_read_back_exactly(backend: RedisBackend) -> None:
+    # A script keeps the text of the moments and the date of the day it formatted
+    # last: a listing renders many jobs in one run, back and forth between days.
+    day = datetime(2024, 2, 28, 23, 59, 59, 999999, tzinfo=timezone.utc)
+    moments = [day, day + timedelta(microseconds=1), day, day + timedelta(days=400), day]
+    records = [
+        make_record(
+            started_at=moment,
+            updated_at=moment + timedelta(days=n),
+            finished_at=day,
+            lease_expires_at=moment - timedelta(days=n),
+        )
+        for n, moment in enumerate(moments)
+    ]
+    for record in records:
+        backend.enqueue(record)
+
+    page, _ = backend.list_jobs(limit=10)
+
+    assert sorted(page, key=lambda record: record.id) == sorted(records, key=lambda r: r.id)
+
+
+def test_a_finish_clears_the_error_of_a_try_and_keeps_progress_it_leaves_out(
+    backend: RedisBackend,
+) -> None:
+    # A finish sends only the fields it sets: the rest of the outcome is cleared,
+    # the rest of the progress kept.
+    job = enqueue(backend, max_retries=1)
+    claim = backend.claim(["default"], lease=LEASE)[0]
+    backend.progress(job.id, claim.token, Progress(50.0, "half", 1, 4), lease=LEASE)
+    failed = Outcome(
+        JobStatus.FAILED,
+        error="Internal error: boom",
+        error_type=ErrorType.SYSTEM,
+        error_details="RuntimeError",
+        result={"partial": True},
+    )
+    assert backend.retry_later(job.id, claim.token, backend.now(), failed)
+    claim = backend.claim(["default"], lease=LEASE)[0]
+
+    done = Outcome(JobStatus.COMPLETED, result=0, progress=Progress(items_processed=4))
+    assert backend.finish_many([(job.id, claim.token, done)]) == [True]
+
+    stored = backend.get(job.id)
+    assert stored is not None
+    assert (stored.status, stored.result) == (JobStatus.COMPLETED, 0)
+    assert (stored.error, stored.error_type, stored.error_details) == (None, None, None)
+    assert (stored.percentage, stored.message, stored.items_processed, stored.total_items) == (
+        50.0,
+        "half",
+        4,
+        4,
+    )
+
+
 def test_json_survives_the_scripts_untouched(backend: RedisBackend) -> None:
     # Lua's cjson would turn [] into {} and round big numbers: none of it may happen.
     awkward = {
@@ -534,6 +613,62 @@ def test_interrupt_wakes_every_blocked_claim_at_once(backend: RedisBackend) -> N
     start = time.monotonic()
     assert backend.claim(["a"], lease=LEASE, timeout=0.3) == []
     assert time.monotonic() - start >= 0.25
+
+
+def test_a_waiting_claim_right_after_a_drained_one_waits_at_once(
+    backend: RedisBackend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The last claim found the queue empty: the next one that may wait skips its
+    # first look and waits, and a job enqueued meanwhile still reaches it.
+    monkeypatch.setattr(redis_backend, "_DRAINED_FOR", 60.0)  # however slow the machine
+    assert backend.claim(["default"], lease=LEASE) == []
+    scripts: list[Any] = []
+    run = backend._run
+    monkeypatch.setattr(
+        backend, "_run", lambda script, *args: scripts.append(script) or run(script, *args)
+    )
+    job = enqueue(backend)
+
+    claims = backend.claim(["default"], lease=LEASE, timeout=5)
+
+    assert [claim.record.id for claim in claims] == [job.id]
+    assert backend._claim not in scripts  # the claim behind the BLPOP took it
+    # A claim that may not wait always looks.
+    assert backend.claim(["default"], lease=LEASE) == []
+    assert scripts.count(backend._claim) == 1
+
+
+def test_a_claim_that_skips_its_first_look_still_wakes_for_a_scheduled_job(
+    backend: RedisBackend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(redis_backend, "_DRAINED_FOR", 60.0)
+    job = enqueue(backend, run_at=backend.now() + timedelta(seconds=0.3))
+    assert backend.claim(["default"], lease=LEASE) == []  # learns when it is due
+    backend._max_block = 30  # the BLPOP alone would not end in time
+    start = time.monotonic()
+
+    claims = backend.claim(["default"], lease=LEASE, timeout=10)
+
+    assert [claim.record.id for claim in claims] == [job.id]
+    assert time.monotonic() - start < 3
+
+
+def test_a_claim_stopped_by_an_interrupt_leaves_the_wake_up_it_took(
+    backend: RedisBackend, server: redis.Redis, prefix: str
+) -> None:
+    # interrupt() pushes two markers on the claim's own list; if its BLPOP takes the
+    # queue's marker instead, the claim behind it takes nothing and puts it back.
+    enqueue(backend)
+    notify, wake = f"{prefix}:notify:default", f"{prefix}:wake:{uuid.uuid4().hex}"
+    server.lpush(wake, "1", "1")
+    args: list[str | int] = [round(LEASE * 1_000_000), 1, uuid.uuid4().hex, "default", wake]
+
+    woken, reply = backend._block_then_claim([notify, wake], 1.0, [f"{prefix}:queue:default"], args)
+
+    assert woken[0] == notify
+    assert reply == [-1]
+    assert server.llen(notify) == 1
+    assert len(backend.claim(["default"], lease=LEASE)) == 1
 
 
 # -- events --------------------------------------------------------------------

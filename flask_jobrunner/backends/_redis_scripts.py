@@ -62,26 +62,37 @@ local function clock()
 end
 
 -- ISO-8601 UTC text of microseconds since the epoch (civil_from_days by
--- Howard Hinnant), the form datetime.fromisoformat reads.
+-- Howard Hinnant), the form datetime.fromisoformat reads. A script renders
+-- the same few moments again and again (a claim's start, update and lease
+-- end are alike for every job it takes), so each text is kept for the run,
+-- and so is the date of the last day converted.
+local floor, format = math.floor, string.format
+local iso_seen, last_days, last_date = {}, nil, nil
 local function iso(value)
+  local text = iso_seen[value]
+  if text then return text end
   local us = tonumber(value)
-  local secs = math.floor(us / 1000000)
+  local secs = floor(us / 1000000)
   local micros = us - secs * 1000000
-  local days = math.floor(secs / 86400)
+  local days = floor(secs / 86400)
   local rest = secs - days * 86400
-  local z = days + 719468
-  local era = math.floor(z / 146097)
-  local doe = z - era * 146097
-  local yoe = math.floor(
-    (doe - math.floor(doe / 1460) + math.floor(doe / 36524) - math.floor(doe / 146096)) / 365)
-  local doy = doe - (365 * yoe + math.floor(yoe / 4) - math.floor(yoe / 100))
-  local mp = math.floor((5 * doy + 2) / 153)
-  local day = doy - math.floor((153 * mp + 2) / 5) + 1
-  local month = mp < 10 and mp + 3 or mp - 9
-  local year = yoe + era * 400
-  if month <= 2 then year = year + 1 end
-  return string.format('%04d-%02d-%02dT%02d:%02d:%02d.%06d+00:00', year, month, day,
-    math.floor(rest / 3600), math.floor(rest % 3600 / 60), rest % 60, micros)
+  if days ~= last_days then
+    local z = days + 719468
+    local era = floor(z / 146097)
+    local doe = z - era * 146097
+    local yoe = floor((doe - floor(doe / 1460) + floor(doe / 36524) - floor(doe / 146096)) / 365)
+    local doy = doe - (365 * yoe + floor(yoe / 4) - floor(yoe / 100))
+    local mp = floor((5 * doy + 2) / 153)
+    local day = doy - floor((153 * mp + 2) / 5) + 1
+    local month = mp < 10 and mp + 3 or mp - 9
+    local year = yoe + era * 400
+    if month <= 2 then year = year + 1 end
+    last_days, last_date = days, format('%04d-%02d-%02dT', year, month, day)
+  end
+  text = last_date .. format('%02d:%02d:%02d.%06d+00:00',
+    floor(rest / 3600), floor(rest % 3600 / 60), rest % 60, micros)
+  iso_seen[value] = text
+  return text
 end
 
 local function load(key)
@@ -97,29 +108,28 @@ local function moment(value)
   return 'null'
 end
 
--- The record's to_dict() JSON, without the token (as published).
+-- The record's to_dict() JSON, without the token (as published). One chain
+-- of '..' is one concatenation in Lua, quicker than table.concat.
 local function render(job)
-  return table.concat({
-    string.sub(job.doc, 1, -2),
-    ',"status":"', job.st, '"',
-    ',"started_at":', moment(job.sa),
-    ',"updated_at":', moment(job.ua),
-    ',"finished_at":', moment(job.fa),
-    ',"run_at":', moment(job.ra),
-    ',"lease_expires_at":', moment(job.le),
-    ',"percentage":', job.pct or 'null',
-    ',"message":', job.msg or 'null',
-    ',"items_processed":', job.ip or 'null',
-    ',"total_items":', job.ti or 'null',
-    ',"result":', job.res or 'null',
-    ',"error":', job.err or 'null',
-    ',"error_type":', job.et or 'null',
-    ',"error_details":', job.ed or 'null',
-    ',"attempts":', job.att or '0',
-    ',"recoveries":', job.rec or '0',
-    ',"cancel_requested":', job.cxl and 'true' or 'false',
-    '}',
-  })
+  return string.sub(job.doc, 1, -2)
+    .. ',"status":"' .. job.st .. '"'
+    .. ',"started_at":' .. moment(job.sa)
+    .. ',"updated_at":' .. moment(job.ua)
+    .. ',"finished_at":' .. moment(job.fa)
+    .. ',"run_at":' .. moment(job.ra)
+    .. ',"lease_expires_at":' .. moment(job.le)
+    .. ',"percentage":' .. (job.pct or 'null')
+    .. ',"message":' .. (job.msg or 'null')
+    .. ',"items_processed":' .. (job.ip or 'null')
+    .. ',"total_items":' .. (job.ti or 'null')
+    .. ',"result":' .. (job.res or 'null')
+    .. ',"error":' .. (job.err or 'null')
+    .. ',"error_type":' .. (job.et or 'null')
+    .. ',"error_details":' .. (job.ed or 'null')
+    .. ',"attempts":' .. (job.att or '0')
+    .. ',"recoveries":' .. (job.rec or '0')
+    .. ',"cancel_requested":' .. (job.cxl and 'true' or 'false')
+    .. '}'
 end
 
 -- *text* from render(job) with the token: what the scripts return.
@@ -199,9 +209,12 @@ local function held(key, token)
   return nil
 end
 
-local function finalize(id, key, job, status, now)
+-- The final state; *fields*, if given, are written with it in one go.
+local function finalize(id, key, job, status, now, fields)
   local from = job.st
-  apply(key, job, {st = status, tok = false, le = false, fa = int(now), ua = int(now)})
+  fields = fields or {}
+  fields.st, fields.tok, fields.le, fields.fa, fields.ua = status, false, false, int(now), int(now)
+  apply(key, job, fields)
   redis.call('ZREM', P .. 'running', id)
   move(job, from, status)
   -- Redis drops the job at this moment; the expiry set remembers which index
@@ -223,10 +236,7 @@ end
 -- Back to pending after *fields* are applied; cancelled instead if a cancel
 -- was requested, since the holder never saw the request.
 local function requeue(id, key, job, now, fields)
-  if job.cxl then
-    apply(key, job, fields)
-    return finalize(id, key, job, 'cancelled', now)
-  end
+  if job.cxl then return finalize(id, key, job, 'cancelled', now, fields) end
   fields.st = 'pending'
   fields.tok = false
   fields.le = false
@@ -415,12 +425,22 @@ return stored
 #: KEYS: the ready set of each queue. ARGV: lease (us), limit, token stem,
 #: queue names, then optionally the claimer's wake-up list: a marker left
 #: there (by an interrupt) makes the claim take nothing.
-#: Returns the wait until the next scheduled job (us, -1 for none) and the claimed jobs.
+#: Returns how long the queues may stay as they are, then the claimed jobs:
+#: 0 while due jobs may remain, else the wait until the next scheduled job
+#: (us, -1 for none), since every other way a job gets due wakes a claimer.
 CLAIM = (
     PRELUDE
     + r"""
 local stop = ARGV[6 + #KEYS]
-if stop and redis.call('LLEN', stop) > 0 then return {-1} end
+if stop and redis.call('LLEN', stop) > 0 then
+  -- The BLPOP in front may have taken a queue's marker: leave it for another claimer.
+  for q = 1, #KEYS do
+    if #redis.call('ZRANGE', KEYS[q], '-inf', int(clock()), 'BYSCORE', 'LIMIT', 0, 1) > 0 then
+      wake(ARGV[5 + q])
+    end
+  end
+  return {-1}
+end
 local now = clock()
 local lease, limit, stem = tonumber(ARGV[3]), tonumber(ARGV[4]), ARGV[5]
 local picked = {}
@@ -446,19 +466,28 @@ else
   for i = 1, math.min(limit, #candidates) do picked[i] = candidates[i] end
 end
 local out = {0}
+local started, lease_end = int(now), int(now + lease)
 for n, pick in ipairs(picked) do
   local id = pick[1]
   local key = P .. 'job:' .. id
   redis.call('ZREM', KEYS[pick[2]], id)
   local job = load(key)
   if job and job.st == 'pending' then
-    local lease_end = int(now + lease)
-    local fields = {
-      st = 'in_progress', tok = stem .. n, att = int(tonumber(job.att or '0') + 1),
-      cxl = false, ua = int(now), le = lease_end,
-    }
-    if not job.sa then fields.sa = int(now) end
-    apply(key, job, fields)
+    -- apply() of the claim's fields, written out: it runs for every job claimed.
+    job.st, job.tok, job.att = 'in_progress', stem .. n, int(tonumber(job.att or '0') + 1)
+    job.ua, job.le = started, lease_end
+    if job.sa then
+      redis.call('HSET', key, 'st', job.st, 'tok', job.tok, 'att', job.att, 'ua', started,
+        'le', lease_end)
+    else
+      job.sa = started
+      redis.call('HSET', key, 'st', job.st, 'tok', job.tok, 'att', job.att, 'ua', started,
+        'le', lease_end, 'sa', started)
+    end
+    if job.cxl then
+      redis.call('HDEL', key, 'cxl')
+      job.cxl = nil
+    end
     redis.call('ZADD', P .. 'running', lease_end, id)
     move(job, 'pending', 'in_progress')
     out[#out + 1] = tokened(job, publish(id, job))
@@ -472,7 +501,8 @@ if #picked == limit then
       wake(ARGV[5 + q])
     end
   end
-elseif #out == 1 then
+else
+  -- Every due job is taken: tell the claimer when the next one will be.
   local next_due = nil
   for q = 1, #KEYS do
     local first = redis.call('ZRANGE', KEYS[q], 0, 0, 'WITHSCORES')
@@ -516,35 +546,28 @@ return 'held'
 """
 )
 
-#: KEYS: job. ARGV: id, token, final status, outcome (4), progress (4).
-FINISH = (
-    PRELUDE
-    + r"""
-local job = held(KEYS[1], ARGV[4])
-if not job then return 0 end
-apply(KEYS[1], job, outcome_fields({}, 6))
-finalize(ARGV[3], KEYS[1], job, ARGV[5], clock())
-return 1
-"""
-)
-
-#: KEYS: the job of each finish. ARGV: per finish, id, token, final status,
-#: outcome (4), progress (4). Returns 1 or 0 per finish, as FINISH does.
+#: KEYS: the job of each finish. ARGV: per finish, token, final status, the
+#: count of outcome and progress fields given, then those as name/value pairs:
+#: an outcome field left out is cleared, a progress field left out is kept.
+#: Returns 1 or 0 per finish: whether the token still held the job.
 FINISH_MANY = (
     PRELUDE
     + r"""
 local now = clock()
 local out = {}
+local first, id_at = 3, #P + 5
 for n = 1, #KEYS do
-  local first = 3 + (n - 1) * 11
-  local job = held(KEYS[n], ARGV[first + 1])
+  local count = tonumber(ARGV[first + 2])
+  local job = held(KEYS[n], ARGV[first])
   if job then
-    apply(KEYS[n], job, outcome_fields({}, first + 3))
-    finalize(ARGV[first], KEYS[n], job, ARGV[first + 2], now)
+    local fields = {res = false, err = false, et = false, ed = false}
+    for i = first + 3, first + 2 + 2 * count, 2 do fields[ARGV[i]] = ARGV[i + 1] end
+    finalize(string.sub(KEYS[n], id_at), KEYS[n], job, ARGV[first + 1], now, fields)
     out[n] = 1
   else
     out[n] = 0
   end
+  first = first + 3 + 2 * count
 end
 return out
 """
@@ -613,12 +636,11 @@ for _, id in ipairs(ids) do
     if recoveries < max_recoveries or job.cxl then
       text = requeue(id, key, job, now, {rec = int(recoveries + 1), ra = false})
     else
-      apply(key, job, {
+      text = finalize(id, key, job, 'failed', now, {
         err = '"Internal error: the job was lost with its worker ' .. int(recoveries + 1)
           .. ' times and is not tried again."',
         et = '"interrupted"',
       })
-      text = finalize(id, key, job, 'failed', now)
     end
     out[#out + 1] = tokened(job, text)
   end

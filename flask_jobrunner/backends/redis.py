@@ -39,9 +39,11 @@ which wakes one waiting claimer; a claimer that took its limit while due
 jobs remain pushes it again, so waiting claimers wake one after another.
 The claim script is sent in the same round trip, right behind the ``BLPOP``,
 so Redis runs it as soon as the wait ends and a woken claimer gets its jobs
-with the wake-up. :meth:`~RedisBackend.interrupt` pushes two markers to the
+with the wake-up; a claim that follows one which left its queues drained goes
+straight to that wait. :meth:`~RedisBackend.interrupt` pushes two markers to the
 ``wake`` list of each claim of its instance that is blocked: one ends the
-``BLPOP``, the other tells the claim behind it to take nothing.
+``BLPOP``, the other tells the claim behind it to take nothing (and to pass
+on a queue's marker if the ``BLPOP`` took that one instead).
 
 Needs Redis 6.2 or later (``ZRANGE ... BYSCORE``, fractional ``BLPOP``
 timeouts).
@@ -57,7 +59,6 @@ import logging
 import os
 import threading
 import time
-import uuid
 from collections.abc import Callable, Iterator, Sequence
 from datetime import datetime, timedelta, timezone
 from operator import attrgetter
@@ -80,7 +81,7 @@ from redis.exceptions import (
 from redis.retry import Retry
 
 from ..errors import BackendUnavailable, InvalidArguments, JobConflict
-from ..record import Claim, JobRecord, JobStatus, LeaseState, Outcome, Progress
+from ..record import Claim, ErrorType, JobRecord, JobStatus, LeaseState, Outcome, Progress
 from . import _redis_scripts as scripts
 from .base import Backend, check_plain_records, decode_cursor, encode_cursor, is_newer
 
@@ -140,6 +141,8 @@ _JSON_FIELDS = (
     ("et", "error_type"),
     ("ed", "error_details"),
 )
+#: The hash fields of times, as microseconds since the epoch.
+_STORED_TIMES = (*_TIME_FIELDS, ("ra", "run_at"))
 #: The record fields stored, as JSON, in the hash field ``doc``.
 _DOC_FIELDS = tuple(
     field.name for field in dataclasses.fields(JobRecord) if field.name not in _CHANGING
@@ -175,6 +178,13 @@ _MAX_BLOCK = 2.0
 _WAKE_TTL_MS = 60_000
 #: Pub/sub connections kept open for the next wait.
 _IDLE_SUBSCRIBERS = 8
+#: Seconds a claim trusts the word of the last one that its queues hold no due
+#: job. Every way a job gets due leaves a wake-up but one: a wake-up taken by
+#: a claimer that then left (interrupted, disconnected) while a scheduled job
+#: it knew of was not due yet. Such a job waits for a claim's next BLPOP to end.
+_DRAINED_FOR = 0.05
+#: Sets of queues whose last claim answer is kept.
+_DRAINED_KEPT = 64
 
 
 class RedisBackend(Backend):
@@ -211,6 +221,8 @@ class RedisBackend(Backend):
         self._lock = threading.Lock()
         self._interrupts = 0
         self._waiting: set[str] = set()
+        # Queues a claim found with no due job: (when, seconds until the next is due or -1).
+        self._drained: dict[tuple[str, ...], tuple[float, float]] = {}
         self._idle_subscribers: list[PubSub] = []
         self._subscriber_pid = os.getpid()
         register = client.register_script
@@ -220,7 +232,6 @@ class RedisBackend(Backend):
         self._claim = register(scripts.CLAIM)
         self._heartbeat = register(scripts.HEARTBEAT)
         self._progress = register(scripts.PROGRESS)
-        self._finish = register(scripts.FINISH)
         self._finish_many = register(scripts.FINISH_MANY)
         self._retry_later = register(scripts.RETRY_LATER)
         self._release = register(scripts.RELEASE)
@@ -389,25 +400,31 @@ class RedisBackend(Backend):
         """
         if not queues or limit < 1:
             return []
-        deadline = time.monotonic() + timeout
+        now = time.monotonic()
+        deadline = now + timeout
         keys = [self._key("queue", queue) for queue in queues]
         with self._lock:
             interrupts = self._interrupts
         # Tokens are this stem and a counter: unguessable, and unique per claim.
-        args: list[str | int] = [round(lease * 1_000_000), limit, uuid.uuid4().hex, *queues]
-        reply = self._run(self._claim, keys, *args)
+        args: list[str | int] = [round(lease * 1_000_000), limit, os.urandom(16).hex(), *queues]
+        queue_names = tuple(queues)
+        # A claim that may wait skips the first look when the last one found these
+        # queues drained a moment ago: a job made due since then has left a
+        # wake-up, which ends the BLPOP at once and the claim behind it takes it.
+        due_in = self._drained_due_in(queue_names, now) if timeout > 0 else None
+        reply = None if due_in is not None else self._run(self._claim, keys, *args)
         wake_key: str | None = None
         while True:
-            claims = [_claim(text) for text in reply[1:]]
-            remaining = deadline - time.monotonic()
-            if claims or remaining <= 0:
-                return claims
-            wait = min(remaining, self._max_block)
-            next_due = int(reply[0])
-            if next_due >= 0:  # a scheduled job: wake when it is due (and a hair later)
-                wait = min(wait, next_due / 1_000_000 + 0.002)
+            if reply is not None:
+                claims = [_claim(text) for text in reply[1:]]
+                due_in = self._note_drained(queue_names, int(reply[0]))
+                if claims or deadline - time.monotonic() <= 0:
+                    return claims
+            wait = min(deadline - time.monotonic(), self._max_block)
+            if due_in is not None and due_in >= 0:  # a scheduled job: wake when it is due
+                wait = min(wait, due_in + 0.002)  # (and a hair later)
             if wake_key is None:
-                wake_key = self._key("wake", uuid.uuid4().hex)
+                wake_key = self._key("wake", os.urandom(16).hex())
                 # A wake-up by interrupt() leaves a marker here: the claim sent
                 # behind the BLPOP then takes nothing.
                 args.append(wake_key)
@@ -432,6 +449,35 @@ class RedisBackend(Backend):
                     return []
             if woken is not None and _text(woken[0]) == wake_key:
                 return []
+
+    def _note_drained(self, queues: tuple[str, ...], next_due: int) -> float:
+        """Remember what a ``CLAIM`` answer says of *queues*.
+
+        Returns the seconds until the next job is due: ``0`` if due jobs may
+        remain, ``-1`` if none is scheduled.
+        """
+        if next_due == 0:
+            self._drained.pop(queues, None)
+            return 0.0
+        due_in = -1.0 if next_due < 0 else next_due / 1_000_000
+        if len(self._drained) >= _DRAINED_KEPT and queues not in self._drained:
+            self._drained.clear()
+        self._drained[queues] = (time.monotonic(), due_in)
+        return due_in
+
+    def _drained_due_in(self, queues: tuple[str, ...], now: float) -> float | None:
+        """What :meth:`_note_drained` last returned for *queues*, as of *now*.
+
+        ``None`` if that answer is too old to trust, or a job is due by now.
+        """
+        seen = self._drained.get(queues)
+        if seen is None or now - seen[0] >= _DRAINED_FOR:
+            return None
+        seen_at, due_in = seen
+        if due_in < 0:
+            return -1.0
+        due_in -= now - seen_at
+        return due_in if due_in > 0 else None
 
     def _block_then_claim(
         self, wait_keys: list[str], wait: float, keys: list[str], args: list[str | int]
@@ -485,28 +531,20 @@ class RedisBackend(Backend):
 
     def finish(self, job_id: str, token: str, outcome: Outcome) -> bool:
         """Write the final state of a held job; it expires after the result TTL."""
-        if not outcome.status.is_final:
-            raise ValueError(f"'finish' needs a final status, not '{outcome.status.value}'.")
-        reply = self._run(
-            self._finish,
-            [self._key("job", job_id)],
-            job_id,
-            token,
-            outcome.status.value,
-            *_outcome_args(outcome),
-        )
-        return bool(reply)
+        return self.finish_many([(job_id, token, outcome)])[0]
 
     def finish_many(self, finishes: Sequence[tuple[str, str, Outcome]]) -> list[bool]:
         """Write many final states in one script call (see :meth:`Backend.finish_many`)."""
         if not finishes:
             return []
+        keys: list[str] = []
         args: list[str | int] = []
         for job_id, token, outcome in finishes:
             if not outcome.status.is_final:
                 raise ValueError(f"'finish' needs a final status, not '{outcome.status.value}'.")
-            args += (job_id, token, outcome.status.value, *_outcome_args(outcome))
-        keys = [self._key("job", job_id) for job_id, _, _ in finishes]
+            fields = _final_fields(outcome)
+            keys.append(self._p + "job:" + job_id)
+            args += (token, outcome.status.value, len(fields) // 2, *fields)
         return [bool(int(answer)) for answer in self._run(self._finish_many, keys, *args)]
 
     def retry_later(self, job_id: str, token: str, run_at: datetime, error: Outcome) -> bool:
@@ -924,29 +962,137 @@ def _text(value: str | bytes) -> str:
 
 
 def _record(text: str | bytes) -> JobRecord:
-    return JobRecord.from_dict(json.loads(text))
+    """The record of the JSON the scripts answer with and publish (``render``)."""
+    data = json.loads(text)
+    try:
+        return _record_from_data(data)
+    except KeyError:  # a doc stored before some field existed: defaults fill it in
+        return JobRecord.from_dict(data)
 
 
-#: The hash fields of times, as microseconds since the epoch.
-_STORED_TIMES = (*_TIME_FIELDS, ("ra", "run_at"))
+_STATUSES = {status.value: status for status in JobStatus}
+_ERROR_TYPES = {kind.value: kind for kind in ErrorType}
+_from_iso = datetime.fromisoformat
+#: The record fields :func:`_record_from_data` and :func:`_record_from_hash` set
+#: by name; a test checks they are all of them.
+_BUILT_FIELDS = frozenset(
+    (
+        *("id", "task", "queue", "args", "kwargs", "created_at", "max_retries", "timeout"),
+        *("created_by", "unique_key", "idempotency_key", "status", "attempts", "recoveries"),
+        *("cancel_requested", "token", "error_type"),
+        *(attribute for _, attribute in _STORED_TIMES),
+        *(attribute for _, attribute in _JSON_FIELDS if attribute != "error_type"),
+    )
+)
+
+
+def _record_from_data(data: dict[str, Any]) -> JobRecord:
+    """:meth:`JobRecord.from_dict` of data that has every field; raises ``KeyError`` else.
+
+    Several times quicker than the general method, which every claim and
+    every read of a job would notice.
+    """
+    error_type = data["error_type"]
+    return JobRecord(
+        id=data["id"],
+        task=data["task"],
+        queue=data["queue"],
+        args=data["args"],
+        kwargs=data["kwargs"],
+        status=_STATUSES[data["status"]],
+        created_at=_from_iso(data["created_at"]),
+        started_at=_iso_or_none(data["started_at"]),
+        updated_at=_iso_or_none(data["updated_at"]),
+        finished_at=_iso_or_none(data["finished_at"]),
+        run_at=_iso_or_none(data["run_at"]),
+        percentage=data["percentage"],
+        message=data["message"],
+        items_processed=data["items_processed"],
+        total_items=data["total_items"],
+        result=data["result"],
+        error=data["error"],
+        error_type=None if error_type is None else _ERROR_TYPES[error_type],
+        error_details=data["error_details"],
+        attempts=data["attempts"],
+        max_retries=data["max_retries"],
+        recoveries=data["recoveries"],
+        timeout=data["timeout"],
+        created_by=data["created_by"],
+        unique_key=data["unique_key"],
+        idempotency_key=data["idempotency_key"],
+        cancel_requested=data["cancel_requested"],
+        token=data.get("token"),  # published without it
+        lease_expires_at=_iso_or_none(data["lease_expires_at"]),
+    )
+
+
+def _iso_or_none(text: str | None) -> datetime | None:
+    return None if text is None else _from_iso(text)
 
 
 def _record_from_hash(stored: dict[Any, Any]) -> JobRecord:
     """The record of a job's hash, as ``render`` and ``tokened`` in the scripts build it."""
-    fields = {_text(name): _text(value) for name, value in stored.items()}
-    data = json.loads(fields["doc"])
-    data["status"] = fields["st"]
+    if isinstance(next(iter(stored)), bytes):  # a client without decode_responses
+        stored = {_text(name): _text(value) for name, value in stored.items()}
+    doc = json.loads(stored["doc"])
+    get = stored.get
+    try:
+        error_type = get("et")
+        return JobRecord(
+            id=doc["id"],
+            task=doc["task"],
+            queue=doc["queue"],
+            args=doc["args"],
+            kwargs=doc["kwargs"],
+            status=_STATUSES[stored["st"]],
+            created_at=_from_iso(doc["created_at"]),
+            started_at=_time_or_none(get("sa")),
+            updated_at=_time_or_none(get("ua")),
+            finished_at=_time_or_none(get("fa")),
+            run_at=_time_or_none(get("ra")),
+            percentage=_json_or_none(get("pct")),
+            message=_json_or_none(get("msg")),
+            items_processed=_json_or_none(get("ip")),
+            total_items=_json_or_none(get("ti")),
+            result=_json_or_none(get("res")),
+            error=_json_or_none(get("err")),
+            error_type=None if error_type is None else _ERROR_TYPES[json.loads(error_type)],
+            error_details=_json_or_none(get("ed")),
+            attempts=int(get("att", 0)),
+            max_retries=doc["max_retries"],
+            recoveries=int(get("rec", 0)),
+            timeout=doc["timeout"],
+            created_by=doc["created_by"],
+            unique_key=doc["unique_key"],
+            idempotency_key=doc["idempotency_key"],
+            cancel_requested="cxl" in stored,
+            token=get("tok"),
+            lease_expires_at=_time_or_none(get("le")),
+        )
+    except KeyError:  # a doc stored before some field existed: defaults fill it in
+        return _record_from_doc(doc, stored)
+
+
+def _record_from_doc(data: dict[str, Any], stored: dict[str, str]) -> JobRecord:
+    """What :func:`_record_from_hash` builds, from any doc, by :meth:`JobRecord.from_dict`."""
+    data["status"] = stored["st"]
     for name, attribute in _STORED_TIMES:
-        value = fields.get(name)
-        data[attribute] = None if value is None else _EPOCH + int(value) * _MICROSECOND
+        data[attribute] = _time_or_none(stored.get(name))
     for name, attribute in _JSON_FIELDS:
-        value = fields.get(name)
-        data[attribute] = None if value is None else json.loads(value)
-    data["attempts"] = int(fields.get("att", 0))
-    data["recoveries"] = int(fields.get("rec", 0))
-    data["cancel_requested"] = "cxl" in fields
-    data["token"] = fields.get("tok")
+        data[attribute] = _json_or_none(stored.get(name))
+    data["attempts"] = int(stored.get("att", 0))
+    data["recoveries"] = int(stored.get("rec", 0))
+    data["cancel_requested"] = "cxl" in stored
+    data["token"] = stored.get("tok")
     return JobRecord.from_dict(data)
+
+
+def _time_or_none(micros: str | None) -> datetime | None:
+    return None if micros is None else _EPOCH + int(micros) * _MICROSECOND
+
+
+def _json_or_none(text: str | None) -> Any:
+    return None if text is None else json.loads(text)
 
 
 def _claim(text: str | bytes) -> Claim:
@@ -959,6 +1105,11 @@ def _json_or_empty(value: Any) -> str:
     return "" if value is None else _dumps(value)
 
 
+#: The hash fields of a progress report, in the order of ``_progress_values``.
+_PROGRESS_FIELDS = ("pct", "msg", "ip", "ti")
+_progress_values = attrgetter("percentage", "message", "items_processed", "total_items")
+
+
 def _progress_args(progress: Progress | None) -> list[str]:
     if progress is None:
         return ["", "", "", ""]
@@ -968,6 +1119,28 @@ def _progress_args(progress: Progress | None) -> list[str]:
         _json_or_empty(progress.items_processed),
         _json_or_empty(progress.total_items),
     ]
+
+
+def _final_fields(outcome: Outcome) -> list[str]:
+    """The hash fields *outcome* sets, as name/value pairs, for ``FINISH_MANY``.
+
+    Only those with a value are sent: most finishes carry a result and no more.
+    """
+    fields: list[str] = []
+    if outcome.result is not None:
+        fields += ("res", _dumps(outcome.result))
+    if outcome.error is not None:
+        fields += ("err", _dumps(outcome.error))
+    if outcome.error_type is not None:
+        fields += ("et", _quote(outcome.error_type.value))
+    if outcome.error_details is not None:
+        fields += ("ed", _dumps(outcome.error_details))
+    progress = outcome.progress
+    if progress is not None:
+        for name, value in zip(_PROGRESS_FIELDS, _progress_values(progress), strict=True):
+            if value is not None:
+                fields += (name, _dumps(value))
+    return fields
 
 
 def _outcome_args(outcome: Outcome) -> list[str]:
