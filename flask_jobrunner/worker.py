@@ -286,7 +286,8 @@ class Worker:
     def _forget(self, context: JobContext) -> None:
         with self._running_changed:
             self._running.pop(context.token, None)
-            self._running_changed.notify_all()
+            if self._stopping.is_set():  # only stop() waits, once it set this
+                self._running_changed.notify_all()
 
     def _watch(self) -> None:
         settings = self.state.settings
