@@ -39,6 +39,7 @@ from flask_jobrunner.record import (
     ErrorType,
     JobRecord,
     JobStatus,
+    LeaseState,
     Outcome,
     Progress,
     new_job_id,
@@ -782,11 +783,103 @@ def counted_statements(backend: SQLBackend) -> Iterator[list[str]]:
     def count(*args: Any) -> None:
         statements.append(args[2])
 
-    sa.event.listen(backend.engine, "before_cursor_execute", count)
-    try:
+    with listening(backend, "before_cursor_execute", count):
         yield statements
+
+
+@contextlib.contextmanager
+def listening(backend: SQLBackend, event: str, listener: Callable[..., None]) -> Iterator[None]:
+    """*listener* on *event* of every engine of *backend* (MySQL's autocommit pool too)."""
+    engines = [backend.engine] if backend._twin is None else [backend.engine, backend._twin]
+    for engine in engines:
+        sa.event.listen(engine, event, listener)
+    try:
+        yield
     finally:
-        sa.event.remove(backend.engine, "before_cursor_execute", count)
+        for engine in engines:
+            sa.event.remove(engine, event, listener)
+
+
+def test_an_operation_of_one_statement_costs_no_commit_on_a_server(
+    server_url: str, open_backend: Callable[..., SQLBackend]
+) -> None:
+    backend = open_backend(server_url)
+    commits: list[object] = []
+    job, _ = backend.enqueue(make_record())
+    (claim,) = backend.claim(["default"], lease=LEASE)
+
+    with listening(backend, "commit", commits.append):
+        backend.enqueue(make_record())
+        assert backend.get(job.id) == claim.record
+        assert backend.heartbeat(job.id, claim.token, lease=LEASE) is LeaseState.HELD
+        assert backend.finish(job.id, claim.token, DONE)
+        assert backend.counts()[JobStatus.PENDING] == 1
+
+    assert commits == []  # each statement commits itself: one round trip, not two
+    done = backend.get(job.id)
+    assert done is not None
+    assert done.status is JobStatus.COMPLETED
+
+
+def test_an_apps_own_mysql_engine_keeps_its_settings(
+    backend_url_for: Callable[[str], str],
+) -> None:
+    engine = sa.create_engine(backend_url_for("mysql"), poolclass=sa.NullPool)
+    with engine.connect() as connection:
+        level = connection.get_isolation_level()
+    backend = SQLBackend(engine)
+    try:
+        job, _ = backend.enqueue(make_record())
+        (claim,) = backend.claim(["default"], lease=LEASE)
+        assert backend.finish(job.id, claim.token, DONE)
+        stored = backend.get(job.id)
+        assert stored is not None
+        assert stored.status is JobStatus.COMPLETED
+        assert backend.engine is engine  # no second pool, no change of isolation
+        with engine.connect() as connection:
+            assert connection.get_isolation_level() == level
+    finally:
+        backend.clear()
+        backend.close()
+        engine.dispose()
+
+
+def test_mysql_reads_each_record_as_one_column_and_every_value_exactly(
+    sql_url: str, open_backend: Callable[..., SQLBackend]
+) -> None:
+    backend = open_backend(sql_url)
+    stored, _ = backend.enqueue(
+        make_record(
+            args=["ünïcode 😀", 'a "quote" \\ and\nline'], kwargs={"n": 2**53 + 1}, timeout=2.0
+        )
+    )
+    (claim,) = backend.claim(["default"], lease=LEASE)
+    progress = Progress(percentage=100 / 3, message="½ done", items_processed=2**40, total_items=3)
+    assert backend.progress(claim.record.id, claim.token, progress, lease=LEASE) is LeaseState.HELD
+    described: list[int] = []
+
+    def describe(connection: Any, cursor: Any, *args: Any) -> None:
+        if cursor.description is not None:  # not SQLite's BEGIN
+            described.append(len(cursor.description))
+
+    with listening(backend, "after_cursor_execute", describe):
+        got = backend.get(claim.record.id)
+
+    assert got is not None
+    assert got.args == stored.args
+    assert got.kwargs == stored.kwargs
+    assert got.percentage == 100 / 3
+    assert got.items_processed == 2**40
+    assert got.message == "½ done"
+    assert got.token == claim.token
+    assert got.created_at == stored.created_at
+    assert got.created_at.tzinfo is not None
+    assert got.started_at == claim.record.started_at
+    assert isinstance(got.timeout, float)
+    assert got.timeout == 2.0
+    assert isinstance(got.percentage, float)
+    assert got.cancel_requested is False
+    assert described == ([1] if backend.engine.dialect.name == "mysql" else [len(jobs_table.c)])
 
 
 def kill_other_sessions(url: str) -> None:
@@ -820,16 +913,19 @@ def test_pooled_connections_the_server_ended_are_replaced_without_an_error(
     backend = open_backend(server_url)
     started = threading.Barrier(4)
 
-    def use_a_connection() -> None:  # several at once, so the pool holds several
+    def use_connections() -> None:  # several at once, so each pool holds several
         started.wait(10)
-        backend.enqueue(make_record())
+        backend.enqueue(make_record())  # on MySQL/MariaDB, from the autocommit pool
+        started.wait(10)
+        backend.claim(["elsewhere"], lease=LEASE)  # and the other one
 
-    users = [threading.Thread(target=use_a_connection, name="user") for _ in range(4)]
+    users = [threading.Thread(target=use_connections, name="user") for _ in range(4)]
     for user in users:
         user.start()
     for user in users:
         user.join(10)
-    assert backend.engine.pool.checkedin() >= 2  # type: ignore[attr-defined]
+    for pool in {engine.pool for engine in (backend.engine, backend._autocommit) if engine}:
+        assert pool.checkedin() >= 2  # type: ignore[attr-defined]
 
     kill_other_sessions(server_url)  # as a server restart or an idle timeout would
 

@@ -6,9 +6,10 @@ several jobs in one round trip and never hands a job to two claimers:
 ``FOR UPDATE SKIP LOCKED`` on PostgreSQL and MySQL/MariaDB, an immediate
 transaction on SQLite. Leases are measured on the database's clock.
 
-On PostgreSQL (with psycopg) an operation of one statement runs in
-autocommit, so it costs one round trip, and every change of a job notifies
-in that same statement: a waiting claim, and a caller waiting for a job to
+On PostgreSQL (with psycopg), and on MySQL/MariaDB with an engine the
+backend made, an operation of one statement runs in autocommit, so it costs
+one round trip. On PostgreSQL every change of a job also notifies in that
+same statement: a waiting claim, and a caller waiting for a job to
 change or finish, are woken by ``LISTEN``/``NOTIFY``. Elsewhere they poll,
 briefly while work comes in and less often when there is none.
 """
@@ -96,6 +97,8 @@ class SQLBackend(Backend):
         self._is_sqlite = dialect.name == "sqlite"
         self._is_postgres = dialect.name == "postgresql"
         self._returning = dialect.update_returning
+        # Whether the hot reads get each record as one JSON column (see schema.packed_record).
+        self._packs_records = dialect.name in ("mysql", "mariadb")
         self._clock = dialects.clock_factory(dialect)
         self._is_clock_fixed = isinstance(self._clock(), dialects.FixedClock)
         self._where = self.engine.url.render_as_string(hide_password=True)
@@ -109,9 +112,11 @@ class SQLBackend(Backend):
             else None
         )
         # One statement is its own transaction: no BEGIN and COMMIT round trips.
-        self._autocommit = (
-            self.engine.execution_options(isolation_level="AUTOCOMMIT")
-            if self._is_postgres
+        self._autocommit = dialects.autocommit_engine(self.engine)
+        # On MySQL/MariaDB, a pool of its own, which goes with the backend's engine.
+        self._twin = (
+            self._autocommit
+            if self._autocommit is not None and self._autocommit.pool is not self.engine.pool
             else None
         )
         # On SQLite: a look, for microseconds, whether a poll could find anything new.
@@ -121,10 +126,15 @@ class SQLBackend(Backend):
         self._reset_locks()
         _instances.add(self)
         self._closed = threading.Event()
-        if owns_engine:
-            sa.event.listen(self.engine, "checkin", _closing_when(self._closed))
+        for owned in self._owned_engines():
+            sa.event.listen(owned, "checkin", _closing_when(self._closed))
             # A backend dropped without close() still closes its connections.
-            weakref.finalize(self, self.engine.dispose)
+            weakref.finalize(self, owned.dispose)
+
+    def _owned_engines(self) -> list[sa.Engine]:
+        # The engines whose pools close() disposes of.
+        owned = [self.engine] if self._owns_engine else []
+        return owned if self._twin is None else [*owned, self._twin]
 
     def _reset_locks(self) -> None:
         self._setup_lock = threading.Lock()
@@ -172,6 +182,9 @@ class SQLBackend(Backend):
         with self._setup_lock, self._translated_errors():
             if self._is_sqlite:
                 dialects.enable_wal(self.engine)
+            if self.engine.dialect.name in ("mysql", "mariadb"):
+                for table in metadata.tables.values():
+                    table.dialect_kwargs.update(schema.MYSQL_TABLE)
             try:
                 metadata.create_all(self.engine, checkfirst=True)
             except sa.exc.DBAPIError:
@@ -244,7 +257,9 @@ class SQLBackend(Backend):
             return []
         take = functools.partial(self._take, queues=list(queues), lease=lease, limit=limit)
         if timeout <= 0:
-            return self._run(functools.partial(take, look_ahead=False), write=True, single=True)[0]
+            return self._run(
+                functools.partial(take, look_ahead=False), write=True, single=self._returning
+            )[0]
         deadline = time.monotonic() + timeout
         with self._wake:
             interrupts = self._interrupts
@@ -263,11 +278,15 @@ class SQLBackend(Backend):
                 informed = look_ahead
                 if woken or look_ahead:
                     claims, due_in = self._run(
-                        functools.partial(take, look_ahead=look_ahead), write=True, single=True
+                        functools.partial(take, look_ahead=look_ahead),
+                        write=True,
+                        single=self._returning,
                     )
                 elif not self._is_sqlite:
                     claims, due_in = self._run(
-                        functools.partial(take, look_ahead=False), write=True, single=True
+                        functools.partial(take, look_ahead=False),
+                        write=True,
+                        single=self._returning,
                     )
                 elif changed:
                     # A read, which takes no lock, so that an idle claim never
@@ -276,7 +295,9 @@ class SQLBackend(Backend):
                     claims = []
                     if due_in is not None and due_in <= 0:
                         claims, due_in = self._run(
-                            functools.partial(take, look_ahead=True), write=True, single=True
+                            functools.partial(take, look_ahead=True),
+                            write=True,
+                            single=self._returning,
                         )
                 else:  # nothing committed since the last poll: nothing new can be due
                     claims, due_in = [], None
@@ -425,11 +446,10 @@ class SQLBackend(Backend):
         claims = [Claim(record, record.token or "") for record in records]
         if claims or not look_ahead:
             return claims, None
-        due, now = connection.execute(
-            sa.select(sa.func.min(jobs.c.due_at), clock.now).where(
-                jobs.c.status == schema.PENDING, jobs.c.queue.in_(queues)
-            )
-        ).one()
+        parameters: dict[str, Any] = {"jobrunner_queues": queues}
+        if isinstance(clock, dialects.FixedClock):
+            parameters["jobrunner_now"] = clock.value
+        due, now = connection.execute(self._due_statement, parameters).one()
         return [], None if due is None else max((due - now).total_seconds(), 0.0)
 
     def _take_returning(
@@ -508,16 +528,16 @@ class SQLBackend(Backend):
             return []
         now: datetime = rows[0].jobrunner_now
         lease_end = now + timedelta(seconds=lease)
+        records = [self._record_of(row) for row in rows]
         connection.execute(
             self._claim_locked_statement,
             {
-                "jobrunner_ids": [row.id for row in rows],
+                "jobrunner_ids": [record.id for record in records],
                 "jobrunner_now": now,
                 "jobrunner_prefix": prefix,
                 "jobrunner_lease_end": lease_end,
             },
         )
-        records = [to_record(row) for row in rows]
         for record in records:
             record.status = JobStatus.IN_PROGRESS
             record.token = prefix + record.id
@@ -535,7 +555,7 @@ class SQLBackend(Backend):
         clock = dialects.BoundClock() if self._is_clock_fixed else self._clock()
         queues = sa.bindparam("jobrunner_queues", expanding=True, type_=jobs.c.queue.type)
         return (
-            sa.select(jobs, clock.now.label("jobrunner_now"))
+            sa.select(*self._record_columns, clock.now.label("jobrunner_now"))
             .where(jobs.c.queue.in_(queues), jobs.c.status == schema.PENDING)
             .where(jobs.c.due_at <= clock.now)
             .order_by(jobs.c.due_at, jobs.c.id)
@@ -565,13 +585,45 @@ class SQLBackend(Backend):
 
     def heartbeat(self, job_id: str, token: str, *, lease: float) -> LeaseState:
         """Renew a held job's lease, in one ``UPDATE`` checked by token."""
+        parameters = {
+            "jobrunner_id": job_id,
+            "jobrunner_token": token,
+            dialects.AFTER: self._clock().after_value(lease),
+        }
         return self._run(
-            lambda connection: self._renew(
-                connection, job_id, token, {"lease_expires_at": self._clock().after(lease)}
-            ),
+            lambda connection: self._renewed(connection, self._heartbeat_statements, parameters),
             write=True,
             single=True,
         )
+
+    @functools.cached_property
+    def _heartbeat_statements(self) -> list[sa.Update]:
+        # The heartbeat, built once: with RETURNING one statement; without,
+        # the usual one (no cancel requested), then the other (see _renewed).
+        clock = dialects.BoundClock() if self._is_clock_fixed else self._clock()
+        renew = sa.update(jobs).values(lease_expires_at=clock.after_bound())
+        if not self._returning:
+            return [
+                renew.where(schema.held_bound(), sa.not_(jobs.c.cancel_requested)),
+                renew.where(schema.held_bound()),
+            ]
+        renew = renew.where(schema.held_bound()).returning(jobs.c.cancel_requested)
+        return [renew.returning(_RELAXED_COMMIT) if self._is_postgres else renew]
+
+    def _renewed(
+        self, connection: sa.Connection, statements: list[sa.Update], parameters: dict[str, Any]
+    ) -> LeaseState:
+        # The lease state after prebuilt heartbeat statements.
+        if self._returning:
+            row = connection.execute(statements[0], parameters).first()
+            if row is None:
+                return LeaseState.LOST
+            return LeaseState.CANCEL_REQUESTED if row[0] else LeaseState.HELD
+        if connection.execute(statements[0], parameters).rowcount:
+            return LeaseState.HELD
+        if connection.execute(statements[1], parameters).rowcount:
+            return LeaseState.CANCEL_REQUESTED
+        return LeaseState.LOST
 
     def progress(self, job_id: str, token: str, progress: Progress, *, lease: float) -> LeaseState:
         """Store progress of a held job, renew its lease and log it in ``job_progress``."""
@@ -1000,9 +1052,10 @@ class SQLBackend(Backend):
             self._listener.close()
         if self._changes is not None:
             self._changes.close()
-        if self._owns_engine:
+        if self._owned_engines():
             self._closed.set()
-            self.engine.dispose()
+        for owned in self._owned_engines():
+            owned.dispose()
 
     # -- helpers ------------------------------------------------------------
 
@@ -1015,21 +1068,30 @@ class SQLBackend(Backend):
             else:
                 self._is_set_up = True  # a missing table reads as ConfigurationError
         with self._translated_errors():
-            if single and self._autocommit is not None:
-                with self._autocommit.connect() as connection:
-                    return work(connection)
-            return self._transaction(work, write=write)
+            return self._transaction(
+                work, write=write, autocommit=single and self._autocommit is not None
+            )
 
-    def _transaction(self, work: Callable[[sa.Connection], T], *, write: bool) -> T:
+    def _transaction(
+        self, work: Callable[[sa.Connection], T], *, write: bool, autocommit: bool = False
+    ) -> T:
+        # *autocommit*: *work* is one statement, run on the autocommit engine.
         for _ in range(DEADLOCK_ATTEMPTS - 1):
             try:
-                return self._transaction_once(work, write=write)
+                return self._transaction_once(work, write=write, autocommit=autocommit)
             except sa.exc.DBAPIError as error:
+                # Broken off to end a deadlock, it changed nothing: run it again.
                 if not dialects.is_deadlock(error):
                     raise
-        return self._transaction_once(work, write=write)
+        return self._transaction_once(work, write=write, autocommit=autocommit)
 
-    def _transaction_once(self, work: Callable[[sa.Connection], T], *, write: bool) -> T:
+    def _transaction_once(
+        self, work: Callable[[sa.Connection], T], *, write: bool, autocommit: bool
+    ) -> T:
+        if autocommit:
+            assert self._autocommit is not None
+            with self._autocommit.connect() as connection:
+                return work(connection)
         lock = self._write_lock if write and self._write_lock else contextlib.nullcontext()
         with lock, self.engine.connect() as connection:
             if write and self._is_sqlite:
@@ -1091,8 +1153,21 @@ class SQLBackend(Backend):
             self._signal()
 
     def _select_one(self, connection: sa.Connection, job_id: str) -> JobRecord | None:
-        row = connection.execute(_SELECT_ONE, {"jobrunner_id": job_id}).first()
-        return None if row is None else to_record(row)
+        row = connection.execute(self._select_one_statement, {"jobrunner_id": job_id}).first()
+        return None if row is None else self._record_of(row)
+
+    @functools.cached_property
+    def _record_columns(self) -> list[sa.ColumnElement[Any]]:
+        # What a hot read selects of jobs: read back by _record_of.
+        return [schema.packed_record()] if self._packs_records else list(jobs.c)
+
+    @functools.cached_property
+    def _select_one_statement(self) -> sa.Select[Any]:
+        return sa.select(*self._record_columns).where(jobs.c.id == sa.bindparam("jobrunner_id"))
+
+    def _record_of(self, row: sa.Row[Any]) -> JobRecord:
+        # The record in a row of _record_columns.
+        return schema.from_packed(row[0]) if self._packs_records else to_record(row)
 
     def _delete(self, connection: sa.Connection, which: sa.ColumnElement[bool]) -> int:
         # PostgreSQL and InnoDB drop the progress rows by the foreign key's
@@ -1105,6 +1180,8 @@ class SQLBackend(Backend):
     def _after_fork(self) -> None:
         # The parent's connections stay the parent's: the child opens its own.
         self.engine.dispose(close=False)
+        if self._twin is not None:
+            self._twin.dispose(close=False)
         self._reset_locks()
         if self._listener is not None:
             self._listener.after_fork()
@@ -1135,8 +1212,6 @@ class SQLBackend(Backend):
             return False
         return True
 
-
-_SELECT_ONE = sa.select(jobs).where(jobs.c.id == sa.bindparam("jobrunner_id"))
 
 # In a RETURNING list on PostgreSQL: this transaction's commit does not wait
 # for its WAL to reach the disk. For claims, heartbeats and progress only: a

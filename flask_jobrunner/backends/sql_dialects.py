@@ -6,6 +6,7 @@ the database's clock as SQL, and what a driver error means for the app.
 
 from __future__ import annotations
 
+import inspect
 import select
 import sqlite3
 import threading
@@ -15,7 +16,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.dialects import mysql, postgresql, sqlite
+from sqlalchemy.engine.default import DefaultDialect
 
 from ..errors import BackendUnavailable, ConfigurationError, JobRunnerError
 from ..record import utcnow
@@ -34,10 +35,19 @@ _DEFAULT_DRIVERS = {
     "mysql": "mysql+pymysql",
     "mariadb": "mariadb+pymysql",
 }
+# Whether SQLAlchemy (2.0.43 and later) can close an autocommit connection
+# without the ROLLBACK round trip PyMySQL would send.
+_SKIPS_AUTOCOMMIT_ROLLBACK = (
+    "skip_autocommit_rollback" in inspect.signature(DefaultDialect.__init__).parameters
+)
+# The isolation level of MySQL/MariaDB sessions.
+_MYSQL_LEVEL = "READ COMMITTED"
 # PyMySQL's SERVER_STATUS_IN_TRANS flag.
 _MYSQL_IN_TRANSACTION = 1
 # Engines made by create_engine below, whose SQLite hooks are already in place.
 _PREPARED: weakref.WeakSet[sa.Engine] = weakref.WeakSet()
+# The autocommit twin of each MySQL/MariaDB engine made by create_engine.
+_AUTOCOMMIT: weakref.WeakKeyDictionary[sa.Engine, sa.Engine] = weakref.WeakKeyDictionary()
 
 
 def create_engine(url: str, *, pool_size: int) -> sa.Engine:
@@ -63,16 +73,42 @@ def create_engine(url: str, *, pool_size: int) -> sa.Engine:
         sa.event.listen(engine, "begin", _begin)
         _PREPARED.add(engine)
         return engine
+    engine = _server_engine(parsed, pool_size=pool_size)
+    if name in ("mysql", "mariadb") and _SKIPS_AUTOCOMMIT_ROLLBACK:
+        _AUTOCOMMIT[engine] = _server_engine(parsed, pool_size=pool_size, autocommit=True)
+    return engine
+
+
+def autocommit_engine(engine: sa.Engine) -> sa.Engine | None:
+    """An engine on which each statement commits itself, for operations of one statement.
+
+    On PostgreSQL, a copy of *engine* sharing its pool: psycopg switches
+    autocommit without a round trip. On MySQL/MariaDB, where that switch
+    costs round trips, a second pool, and only for an engine made by
+    :func:`create_engine` (an app's engine keeps its settings); else ``None``.
+    """
+    if engine.dialect.name == "postgresql":
+        return engine.execution_options(isolation_level="AUTOCOMMIT")
+    return _AUTOCOMMIT.get(engine)
+
+
+def _server_engine(parsed: sa.URL, *, pool_size: int, autocommit: bool = False) -> sa.Engine:
     connect_args: dict[str, Any] = {}
     if "connect_timeout" not in parsed.query:
         connect_args["connect_timeout"] = CONNECT_TIMEOUT
     options: dict[str, Any] = {}
-    if name in ("mysql", "mariadb"):
+    if parsed.get_backend_name() in ("mysql", "mariadb"):
         if "charset" not in parsed.query:
             connect_args["charset"] = "utf8mb4"
-        # No gap locks: a claim never blocks an enqueue of a new job.
-        options["isolation_level"] = "READ COMMITTED"
         options["pool_recycle"] = 3600
+        # No gap locks: a claim never blocks an enqueue of a new job.
+        if autocommit:
+            connect_args["init_command"] = f"SET SESSION TRANSACTION ISOLATION LEVEL {_MYSQL_LEVEL}"
+        else:
+            options["isolation_level"] = _MYSQL_LEVEL
+    if autocommit:
+        # A connection left in autocommit needs no ROLLBACK when it is closed.
+        options.update(isolation_level="AUTOCOMMIT", skip_autocommit_rollback=True)
     engine = sa.create_engine(
         parsed,
         pool_size=pool_size,
@@ -274,11 +310,17 @@ def app_engine(app: Any) -> sa.Engine:
 def insert_new(table: sa.Table, dialect: sa.Dialect) -> sa.Insert:
     """An ``INSERT`` into *table* that skips a row whose primary key is stored already."""
     if dialect.name == "postgresql":
+        from sqlalchemy.dialects import postgresql
+
         return postgresql.insert(table).on_conflict_do_nothing()
     if dialect.name == "sqlite":
+        from sqlalchemy.dialects import sqlite
+
         return sqlite.insert(table).on_conflict_do_nothing()
     if dialect.name in ("mysql", "mariadb"):
         # Not INSERT IGNORE, which would also turn bad values into warnings.
+        from sqlalchemy.dialects import mysql
+
         insert = mysql.insert(table)
         key = table.primary_key.columns[0].name
         return insert.on_duplicate_key_update({key: insert.inserted[key]})
@@ -302,6 +344,21 @@ class Clock:
         """The time *seconds* after :attr:`now`."""
         raise NotImplementedError
 
+    def after_bound(self) -> sa.ColumnElement[datetime]:
+        """A time after :attr:`now` by the parameter :data:`AFTER`, for a statement built once.
+
+        Give it the value :meth:`after_value` makes of the seconds.
+        """
+        raise NotImplementedError
+
+    def after_value(self, seconds: float) -> Any:
+        """The value of the parameter :data:`AFTER` for a time *seconds* after :attr:`now`."""
+        raise NotImplementedError
+
+
+#: The parameter of :meth:`Clock.after_bound`.
+AFTER = "jobrunner_after"
+
 
 class _PostgresClock(Clock):
     def __init__(self) -> None:
@@ -310,6 +367,13 @@ class _PostgresClock(Clock):
     def after(self, seconds: float) -> sa.ColumnElement[datetime]:
         later = self.now + sa.literal(timedelta(seconds=seconds), sa.Interval())
         return sa.type_coerce(later, UTCDateTime())
+
+    def after_bound(self) -> sa.ColumnElement[datetime]:
+        later = self.now + sa.bindparam(AFTER, type_=sa.Interval())
+        return sa.type_coerce(later, UTCDateTime())
+
+    def after_value(self, seconds: float) -> Any:
+        return timedelta(seconds=seconds)
 
 
 class _MySQLClock(Clock):
@@ -321,6 +385,15 @@ class _MySQLClock(Clock):
         return sa.func.timestampadd(
             sa.literal_column("MICROSECOND"), micro, self.now, type_=UTCDateTime()
         )
+
+    def after_bound(self) -> sa.ColumnElement[datetime]:
+        micro = sa.bindparam(AFTER, type_=sa.BigInteger())
+        return sa.func.timestampadd(
+            sa.literal_column("MICROSECOND"), micro, self.now, type_=UTCDateTime()
+        )
+
+    def after_value(self, seconds: float) -> Any:
+        return round(seconds * 1_000_000)
 
 
 class FixedClock(Clock):
@@ -340,25 +413,40 @@ class FixedClock(Clock):
         """The time *seconds* after :attr:`value`."""
         return sa.literal(self.value + timedelta(seconds=seconds), UTCDateTime())
 
+    def after_value(self, seconds: float) -> Any:
+        """The time *seconds* after :attr:`value`, for a :class:`BoundClock`'s statement."""
+        return self.value + timedelta(seconds=seconds)
+
 
 class BoundClock(Clock):
     """A clock whose time is the parameter ``jobrunner_now``, given when a statement runs.
 
     For a statement built once on SQLite, whose clock is this machine's. It
-    has no :meth:`~Clock.after`: give such times as parameters too.
+    has no :meth:`~Clock.after`: give such times as parameters too, such as
+    :meth:`~Clock.after_bound`'s, from :meth:`FixedClock.after_value`.
     """
 
     def __init__(self) -> None:
         self.now = sa.bindparam("jobrunner_now", type_=UTCDateTime())
 
+    def after_bound(self) -> sa.ColumnElement[datetime]:
+        """The parameter :data:`AFTER`: a time."""
+        return sa.bindparam(AFTER, type_=UTCDateTime())
+
 
 def clock_factory(dialect: sa.Dialect) -> Callable[[], Clock]:
-    """Makes a :class:`Clock` for each operation on *dialect*."""
+    """Makes a :class:`Clock` for each operation on *dialect*.
+
+    A server's clock is SQL that reads the time when it runs, so every
+    operation shares one; a :class:`FixedClock` is made anew each time.
+    """
     if dialect.name == "postgresql":
-        return _PostgresClock
-    if dialect.name in ("mysql", "mariadb"):
-        return _MySQLClock
-    return FixedClock
+        server: Clock = _PostgresClock()
+    elif dialect.name in ("mysql", "mariadb"):
+        server = _MySQLClock()
+    else:
+        return FixedClock
+    return lambda: server
 
 
 # -- errors ------------------------------------------------------------------
