@@ -702,8 +702,9 @@ class RedisBackend(Backend):
             idle = self._idle_subscribers
             pubsub = idle.pop() if idle and self._subscriber_pid == os.getpid() else None
         if pubsub is None:
-            # redis-py leaves 'pubsub' unannotated.
-            pubsub = self.client.pubsub()  # type: ignore[no-untyped-call]
+            # Annotated in some redis-py releases and not in others.
+            make_pubsub: Callable[[], PubSub] = self.client.pubsub
+            pubsub = make_pubsub()
         reusable = False
         try:
             pubsub.subscribe(channel)
@@ -714,7 +715,8 @@ class RedisBackend(Backend):
                 if answer and _text(message["channel"]) == channel:
                     break
             yield pubsub
-            pubsub.unsubscribe(channel)  # its answer is skipped by the next use
+            unsubscribe: Callable[..., Any] = pubsub.unsubscribe  # annotated in some releases
+            unsubscribe(channel)  # its answer is skipped by the next use
             reusable = True
         finally:
             with self._lock:
