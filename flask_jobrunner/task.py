@@ -92,8 +92,9 @@ class Task(t.Generic[P, R]):
             or parameter.kind in (parameter.VAR_POSITIONAL, parameter.VAR_KEYWORD)
             for parameter in self._signature.parameters.values()
         )
-        self._result_adapter = _result_adapter(func)
-        self._plain_results = _plain_results(func)
+        returns = _type_hints(func.__name__, func).get("return", t.Any)
+        self._result_adapter = _result_adapter(returns)
+        self._plain_results = _plain_results(returns)
         update_wrapper(self, func)
 
     def __repr__(self) -> str:
@@ -270,8 +271,7 @@ def _arguments_model(
         ) from None
 
 
-def _result_adapter(func: Callable[..., t.Any]) -> pydantic.TypeAdapter[t.Any]:
-    annotation = _type_hints(func.__name__, func).get("return", t.Any)
+def _result_adapter(annotation: t.Any) -> pydantic.TypeAdapter[t.Any]:
     # NaN and infinity stay floats, so the JSON check refuses them instead of storing null.
     config = pydantic.ConfigDict(ser_json_inf_nan="constants")
     try:
@@ -283,10 +283,9 @@ def _result_adapter(func: Callable[..., t.Any]) -> pydantic.TypeAdapter[t.Any]:
         return pydantic.TypeAdapter(t.Any, config=config)
 
 
-def _plain_results(func: Callable[..., t.Any]) -> frozenset[type]:
+def _plain_results(annotation: t.Any) -> frozenset[type]:
     # The result types dump_result may pass through unchanged: str, int and
     # bool when the return annotation is that very type or says nothing.
-    annotation = _type_hints(func.__name__, func).get("return", t.Any)
     if annotation is t.Any:
         return frozenset({str, int, bool})
     return frozenset({annotation}) & {str, int, bool}
