@@ -8,17 +8,30 @@ keeps jobs across restarts with no more setup.
 from __future__ import annotations
 
 import heapq
+import itertools
 import secrets
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from ..errors import BackendUnavailable, InvalidArguments, JobConflict
 from ..record import Claim, ErrorType, JobRecord, JobStatus, LeaseState, Outcome, Progress, utcnow
 from .base import Backend, check_plain_records, decode_cursor, encode_cursor, is_newer
+
+
+def _is_finished(record: JobRecord) -> bool:
+    return record.is_finished
+
+
+def _notify_locked(waiters: dict[str, set[threading.Condition]], job_id: str) -> None:
+    # One dict look-up when nobody waits: this runs on every write.
+    conditions = waiters.get(job_id)
+    if conditions:
+        for condition in conditions:
+            condition.notify()
 
 
 class MemoryBackend(Backend):
@@ -41,7 +54,6 @@ class MemoryBackend(Backend):
         self.max_jobs = max_jobs
         self._lock = threading.Lock()
         self._work_ready = threading.Condition(self._lock)
-        self._job_finished = threading.Condition(self._lock)
         self._jobs: dict[str, JobRecord] = {}
         # Heaps of (run_at timestamp, sequence, job id) per queue. An entry is
         # live only while its sequence matches _ready_seq for that job.
@@ -53,8 +65,13 @@ class MemoryBackend(Backend):
         self._unique: dict[str, str] = {}
         self._idempotency: dict[str, str] = {}
         self._interrupts = 0
-        # The conditions of the callers in wait_changed, by job id.
+        # Claim tokens only need to differ from every other claim of this process;
+        # a counter does that without a system call per claim.
+        self._token_prefix = secrets.token_hex(8)
+        self._claim_numbers = itertools.count(1)
+        # The conditions of the callers in wait_changed and in wait_finished, by job id.
         self._watchers: dict[str, set[threading.Condition]] = {}
+        self._finish_waiters: dict[str, set[threading.Condition]] = {}
 
     @classmethod
     def from_url(cls, url: str, **settings: Any) -> MemoryBackend:
@@ -297,12 +314,7 @@ class MemoryBackend(Backend):
         """Wait for the job to finish, woken at once when it does."""
         deadline = time.monotonic() + timeout
         with self._lock:
-            while True:
-                record = self._jobs.get(job_id)
-                remaining = deadline - time.monotonic()
-                if record is None or record.is_finished or remaining <= 0:
-                    return None if record is None else record.copy()
-                self._job_finished.wait(remaining)
+            return self._wait_locked(self._finish_waiters, job_id, deadline, _is_finished)
 
     def interrupt(self) -> None:
         """Wake every blocked :meth:`claim`."""
@@ -348,7 +360,7 @@ class MemoryBackend(Backend):
             del self._ready_seq[job_id]
             record = self._jobs[job_id]
             record.status = JobStatus.IN_PROGRESS
-            record.token = secrets.token_hex(16)
+            record.token = f"{self._token_prefix}-{next(self._claim_numbers)}"
             record.attempts += 1
             record.cancel_requested = False
             record.updated_at = utcnow()
@@ -399,7 +411,7 @@ class MemoryBackend(Backend):
         if record.unique_key is not None and self._unique.get(record.unique_key) == record.id:
             del self._unique[record.unique_key]
         self._finished[record.id] = time.time()
-        self._job_finished.notify_all()
+        _notify_locked(self._finish_waiters, record.id)
 
     def _evict_locked(self) -> bool:
         if not self._finished:
@@ -431,34 +443,40 @@ class MemoryBackend(Backend):
         """Wait for the job to change after revision *after*, woken at once when it does."""
         deadline = time.monotonic() + timeout
         with self._lock:
-            record = self._jobs.get(job_id)
-            if record is None or is_newer(record, after) or timeout <= 0:
-                return None if record is None else record.copy()
-            changed = threading.Condition(self._lock)
-            self._watchers.setdefault(job_id, set()).add(changed)
-            try:
-                while True:
-                    remaining = deadline - time.monotonic()
-                    if remaining <= 0:
-                        break
-                    changed.wait(remaining)
-                    record = self._jobs.get(job_id)
-                    if record is None or is_newer(record, after):
-                        break
-            finally:
-                watchers = self._watchers[job_id]
-                watchers.discard(changed)
-                if not watchers:
-                    del self._watchers[job_id]
-            record = self._jobs.get(job_id)
-            return None if record is None else record.copy()
+            return self._wait_locked(
+                self._watchers, job_id, deadline, lambda record: is_newer(record, after)
+            )
 
     def _changed_locked(self, job_id: str) -> None:
-        # One dict look-up when nobody watches: this runs on every write.
-        watchers = self._watchers.get(job_id)
-        if watchers:
-            for changed in watchers:
-                changed.notify()
+        _notify_locked(self._watchers, job_id)
+
+    def _wait_locked(
+        self,
+        waiters: dict[str, set[threading.Condition]],
+        job_id: str,
+        deadline: float,
+        is_done: Callable[[JobRecord], bool],
+    ) -> JobRecord | None:
+        # A condition of the caller's own, in *waiters* under the job's id, so that
+        # only a change of this job wakes it, and no other job's.
+        record = self._jobs.get(job_id)
+        if record is None or is_done(record) or deadline <= time.monotonic():
+            return None if record is None else record.copy()
+        woken = threading.Condition(self._lock)
+        waiters.setdefault(job_id, set()).add(woken)
+        try:
+            while (remaining := deadline - time.monotonic()) > 0:
+                woken.wait(remaining)
+                record = self._jobs.get(job_id)
+                if record is None or is_done(record):
+                    break
+        finally:
+            waiting = waiters[job_id]
+            waiting.discard(woken)
+            if not waiting:
+                del waiters[job_id]
+        record = self._jobs.get(job_id)
+        return None if record is None else record.copy()
 
     # -- periodic schedules (claim_tick) --------------------------------------
 
