@@ -10,6 +10,14 @@ with :mod:`flask_jobrunner.executor`; one finisher thread writes their final
 states, many per call (see :mod:`flask_jobrunner.finisher`), and one monitor
 thread renews leases, stores throttled progress, ends jobs that run past
 their timeout and takes back jobs whose lease ran out elsewhere.
+
+Where claims are local (the memory backend), a claim costs no round trip
+and batches save nothing, but every hand-over between threads costs a wake
+and a GIL switch, and two threads running quick jobs side by side only take
+turns at the GIL and the backend's lock. So the leader claims one job at a
+time, a thread that ends a job claims its next itself, and an idle thread
+claims beside a running job only once it ran :data:`CLAIM_BESIDE_AFTER`:
+quick jobs run back to back on one thread, and slow ones still run on all.
 """
 
 from __future__ import annotations
@@ -42,6 +50,8 @@ logger = logging.getLogger("flask_jobrunner")
 MONITOR_TICK = 0.05
 #: Seconds a job must have run for its thread to claim the next job itself.
 SELF_CLAIM_AFTER = 0.002
+#: Seconds a job must have run, where claims are local, before an idle thread claims beside it.
+CLAIM_BESIDE_AFTER = 0.001
 #: Longest wait between claim attempts when the backend is unreachable.
 MAX_BACKOFF = 5.0
 
@@ -68,11 +78,19 @@ class Worker:
         self._stopping = threading.Event()
         self._out_of_work = threading.Event()
         self._monitor_stop = threading.Event()
-        # Guards the idle count, the jobs handed to idle threads and the leader's turn.
-        self._slots = threading.Condition()
+        # Guards the idle count, the jobs handed to idle threads, the leader's turn
+        # and the deputy's; the deputy waits on a condition of its own.
+        slots = threading.Lock()
+        self._slots = threading.Condition(slots)
+        self._deputy_turn = threading.Condition(slots)
         self._idle = 0
         self._handed: collections.deque[tuple[JobContext, Job]] = collections.deque()
         self._leading = False
+        self._has_deputy = False
+        # A backend in this process claims with no round trip: see the module's docstring.
+        self._claims_are_local = not state.backend.is_shared
+        # When each pool thread's current job started (monotonic), None while idle.
+        self._job_started: list[float | None] = [None] * threads
         # By claim token, not job id: a job whose lease ran out may be taken back
         # and claimed again by this same worker while its first run still ends.
         self._running: dict[str, JobContext] = {}
@@ -98,7 +116,7 @@ class Worker:
             self._finisher.start()
         for number in range(self.threads):
             thread = threading.Thread(
-                target=self._run_jobs, name=f"{self.name}-{number}", daemon=True
+                target=self._run_jobs, args=(number,), name=f"{self.name}-{number}", daemon=True
             )
             thread.start()
             self._pool.append(thread)
@@ -124,6 +142,7 @@ class Worker:
         self.state.backend.interrupt()  # wakes the leader's claim
         with self._slots:
             self._slots.notify_all()
+            self._deputy_turn.notify_all()
         deadline = time.monotonic() + timeout
         with self._running_changed:
             while self._running and (remaining := deadline - time.monotonic()) > 0:
@@ -152,11 +171,12 @@ class Worker:
 
     # -- threads -----------------------------------------------------------
 
-    def _take(self) -> tuple[JobContext, Job] | None:
-        # The next job of an idle thread: one a leader handed over, or one it
-        # claims as the leader; None once the worker stops.
+    def _take(self, number: int) -> tuple[JobContext, Job] | None:
+        # The next job of idle thread *number*: one a leader handed over, or one
+        # it claims as the leader; None once the worker stops.
         with self._slots:
             self._idle += 1
+            self._job_started[number] = None
             while True:
                 if self._handed:  # the leader counted it out of the idle ones already
                     return self._handed.popleft()
@@ -164,11 +184,23 @@ class Worker:
                     self._idle -= 1
                     return None
                 if not self._leading:
-                    self._leading = True
-                    break
+                    beside = self._quick_job_ends_in() if self._claims_are_local else 0.0
+                    if beside <= 0:
+                        self._leading = True
+                        break
+                    # The deputy: with the GIL, a claim beside a thread that runs quick jobs
+                    # back to back would only make the two take turns at the backend's
+                    # lock, so it waits until that job has run a while or the thread idles.
+                    if not self._has_deputy:
+                        self._has_deputy = True
+                        try:
+                            self._deputy_turn.wait(beside)
+                        finally:
+                            self._has_deputy = False
+                        continue
                 self._slots.wait()
         try:
-            return self._lead()
+            return self._lead(number)
         except BaseException:  # the turn passes on, or every idle thread would wait forever
             with self._slots:
                 self._idle -= 1
@@ -176,7 +208,18 @@ class Worker:
                 self._slots.notify()
             raise
 
-    def _lead(self) -> tuple[JobContext, Job] | None:
+    def _quick_job_ends_in(self, besides: int | None = None) -> float:
+        # Seconds until no pool thread (but *besides*) runs a job younger than CLAIM_BESIDE_AFTER.
+        started = [
+            moment
+            for number, moment in enumerate(self._job_started)
+            if moment is not None and number != besides
+        ]
+        if not started:
+            return 0.0
+        return max(started) + CLAIM_BESIDE_AFTER - time.monotonic()
+
+    def _lead(self, number: int) -> tuple[JobContext, Job] | None:
         # Claims for every idle thread until some job comes; runs the first
         # and hands the rest over, waking as many idle threads plus one, the
         # next leader.
@@ -185,9 +228,10 @@ class Worker:
         while not self._stopping.is_set():
             with self._slots:
                 idle = self._idle
+            limit = 1 if self._claims_are_local else idle
             try:
                 claims = self.state.backend.claim(
-                    self._queues(), lease=settings.lease, limit=idle, timeout=1.0
+                    self._queues(), lease=settings.lease, limit=limit, timeout=1.0
                 )
                 backoff = 0.0
             except Exception as error:
@@ -206,15 +250,17 @@ class Worker:
                 continue
             self._out_of_work.clear()
             # A full claim suggests more jobs are due: threads then claim their next themselves.
-            self._backlog = len(claims) == idle
+            self._backlog = len(claims) == limit
             items = [item for claim in claims if (item := self._started(claim)) is not None]
             if not items:
                 continue
             with self._slots:
                 self._idle -= len(items)
+                self._job_started[number] = time.monotonic()
                 self._handed.extend(items[1:])
                 self._leading = False
-                self._slots.notify(len(items))
+                # The handed jobs' threads and the next leader; a waiting deputy leads next.
+                self._slots.notify(len(items) - 1 if self._has_deputy else len(items))
             return items[0]
         with self._slots:
             self._idle -= 1
@@ -233,11 +279,11 @@ class Worker:
         self._call_backend(self.state.backend.release, claim.record.id, claim.token)
         return None
 
-    def _run_jobs(self) -> None:
-        item = self._take()
+    def _run_jobs(self, number: int) -> None:
+        item = self._take(number)
         while item is not None:
             context, job = item
-            started = time.monotonic()
+            started = self._job_started[number] = time.monotonic()
             try:
                 execute(self.app, self.state, context, job, self._finish)
             except BaseException:  # a pool thread never dies; the lease brings the job back
@@ -245,12 +291,18 @@ class Worker:
             finally:
                 if not context.is_finishing:  # else the finisher lets it go once written
                     self._forget(context)
-            # Jobs quicker than a claim's round trip are better claimed in batches by
-            # the leader; after a longer one, the thread's own claim saves waiting its turn.
-            long_enough = time.monotonic() - started >= SELF_CLAIM_AFTER
-            item = self._claim_next() if long_enough else None
+            ran = time.monotonic() - started
+            if self._claims_are_local:
+                # Two threads running quick jobs side by side only take turns at the GIL
+                # and the backend's lock: of two such, the first to end one steps back.
+                claims_own = ran >= CLAIM_BESIDE_AFTER or self._quick_job_ends_in(number) <= 0
+            else:
+                # Jobs quicker than a claim's round trip are better claimed in batches by
+                # the leader; after a longer one, the thread's own claim saves waiting its turn.
+                claims_own = ran >= SELF_CLAIM_AFTER
+            item = self._claim_next() if claims_own else None
             if item is None:
-                item = self._take()
+                item = self._take(number)
 
     def _claim_next(self) -> tuple[JobContext, Job] | None:
         # While jobs wait, a thread that ends one claims its next itself, not

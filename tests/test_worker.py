@@ -1004,6 +1004,47 @@ def test_a_lone_job_runs_on_the_thread_that_claimed_it(app: Flask, jobs: JobRunn
     assert {job_id: thread for job_id, thread, _ in claimed} == ran_on
 
 
+@pytest.mark.parametrize("backend_id", ["memory"])
+@settings(max_workers=4)
+def test_quick_jobs_on_a_local_backend_run_back_to_back_on_one_thread(
+    app: Flask, jobs: JobRunner, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # However long a thread is held up (a loaded machine), no other claims beside it.
+    monkeypatch.setattr("flask_jobrunner.worker.CLAIM_BESIDE_AFTER", 60.0)
+    ran_on: dict[str, str] = {}
+
+    def note_the_thread(sender: Flask, job: Job) -> None:
+        ran_on[job.id] = threading.current_thread().name
+
+    @jobs.task
+    def quick(n: int) -> int:
+        return n
+
+    with job_started.connected_to(note_the_thread, app):
+        submitted = quick.submit_many([{"n": n} for n in range(200)])
+        assert [job.wait(timeout=30).result for job in submitted] == list(range(200))
+
+    # No batch handed out to idle threads, no thread claiming beside the busy one.
+    assert len(ran_on) == 200
+    assert len(set(ran_on.values())) == 1, collections.Counter(ran_on.values())
+
+
+@pytest.mark.parametrize("backend_id", ["memory"])
+@settings(max_workers=4)
+def test_slow_jobs_on_a_local_backend_still_run_on_every_thread(
+    app: Flask, jobs: JobRunner
+) -> None:
+    all_running = threading.Barrier(4, timeout=10)
+
+    @jobs.task
+    def slow() -> None:
+        all_running.wait()  # broken, failing the jobs, unless all four run at once
+
+    submitted = [slow.submit() for _ in range(8)]
+
+    assert [job.wait(timeout=30).status for job in submitted] == [JobStatus.COMPLETED] * 8
+
+
 def test_a_job_that_ends_just_at_its_timeout_is_written_once(app: Flask, jobs: JobRunner) -> None:
     @jobs.task(timeout=0.2)
     def slow_then_done() -> str:
