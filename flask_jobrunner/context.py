@@ -17,6 +17,10 @@ if TYPE_CHECKING:
     from .backends.base import Backend
 
 
+# Progress is frozen, so every job can start from the same one (it costs ~3 µs to make).
+_NO_PROGRESS = Progress()
+
+
 class JobContext:
     """The running job, as a task sees it through :data:`current_job`.
 
@@ -51,7 +55,7 @@ class JobContext:
         self._interval = progress_interval
         self._on_stored = on_stored
         self._lock = threading.Lock()
-        self._latest = Progress()
+        self._latest = _NO_PROGRESS
         # The progress last confirmed stored: a final write repeats only newer progress.
         self._stored = self._latest
         self._dirty = False
