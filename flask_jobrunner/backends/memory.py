@@ -22,6 +22,10 @@ from ..record import Claim, ErrorType, JobRecord, JobStatus, LeaseState, Outcome
 from .base import Backend, check_plain_records, decode_cursor, encode_cursor, is_newer
 
 
+def _first_entry(heap: list[tuple[float, int, str]]) -> tuple[float, int, str]:
+    return heap[0]
+
+
 def _is_finished(record: JobRecord) -> bool:
     return record.is_finished
 
@@ -349,11 +353,12 @@ class MemoryBackend(Backend):
     ) -> list[Claim]:
         claims: list[Claim] = []
         heaps = [self._ready[queue] for queue in queues if queue in self._ready]
+        claimed_at = expires_at = None
         while len(claims) < limit:
             live = [heap for heap in heaps if heap and heap[0][0] <= now]
             if not live:
                 break
-            heap = min(live, key=lambda entries: entries[0])
+            heap = live[0] if len(live) == 1 else min(live, key=_first_entry)
             _, sequence, job_id = heapq.heappop(heap)
             if self._ready_seq.get(job_id) != sequence:
                 continue
@@ -363,9 +368,12 @@ class MemoryBackend(Backend):
             record.token = f"{self._token_prefix}-{next(self._claim_numbers)}"
             record.attempts += 1
             record.cancel_requested = False
-            record.updated_at = utcnow()
-            record.started_at = record.started_at or record.updated_at
-            record.lease_expires_at = record.updated_at + timedelta(seconds=lease)
+            if claimed_at is None:
+                claimed_at = utcnow()
+                expires_at = claimed_at + timedelta(seconds=lease)
+            record.updated_at = claimed_at
+            record.started_at = record.started_at or claimed_at
+            record.lease_expires_at = expires_at
             self._running.add(job_id)
             self._changed_locked(job_id)
             claims.append(Claim(record.copy(), record.token))
