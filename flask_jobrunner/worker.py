@@ -74,6 +74,8 @@ class Worker:
         self.state = state
         self.threads = threads
         self.queues = None if queues is None else list(queues)
+        # The task count and the queues of those tasks, when self.queues is None.
+        self._queues_of_tasks: tuple[int, list[str]] = (-1, [])
         self.name = f"jobrunner-{uuid.uuid4().hex[:8]}"
         self._stopping = threading.Event()
         self._out_of_work = threading.Event()
@@ -320,7 +322,14 @@ class Worker:
         return self._started(claims[0])
 
     def _queues(self) -> Sequence[str]:
-        return self.state.runner.queues if self.queues is None else self.queues
+        if self.queues is not None:
+            return self.queues
+        # Tasks are only ever added (a name registered twice raises), so the queues
+        # change only when the count does; working them out costs more than a claim here.
+        tasks = len(self.state.runner.tasks)
+        if tasks != self._queues_of_tasks[0]:
+            self._queues_of_tasks = (tasks, self.state.runner.queues)
+        return self._queues_of_tasks[1]
 
     def _finish_later(self, context: JobContext, job: Job, outcome: Outcome) -> None:
         context.mark_finishing()
