@@ -92,6 +92,7 @@ class Worker:
         # A backend in this process claims with no round trip: see the module's docstring.
         self._claims_are_local = not state.backend.is_shared
         # When each pool thread's current job started (monotonic), None while idle.
+        # Read without a lock: it only steers who claims, and claims are atomic.
         self._job_started: list[float | None] = [None] * threads
         # By claim token, not job id: a job whose lease ran out may be taken back
         # and claimed again by this same worker while its first run still ends.
