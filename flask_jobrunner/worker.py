@@ -192,8 +192,9 @@ class Worker:
                         self._leading = True
                         break
                     # The deputy: with the GIL, a claim beside a thread that runs quick jobs
-                    # back to back would only make the two take turns at the backend's
-                    # lock, so it waits until that job has run a while or the thread idles.
+                    # back to back would only make the two take turns at the backend's lock,
+                    # so it waits until that job has run a while (a runner that runs out of
+                    # jobs takes the turn itself, and the deputy waits as others do).
                     if not self._has_deputy:
                         self._has_deputy = True
                         try:
@@ -223,9 +224,10 @@ class Worker:
         return max(started) + CLAIM_BESIDE_AFTER - time.monotonic()
 
     def _lead(self, number: int) -> tuple[JobContext, Job] | None:
-        # Claims for every idle thread until some job comes; runs the first
-        # and hands the rest over, waking as many idle threads plus one, the
-        # next leader.
+        # Claims for every idle thread (for itself alone where claims are local)
+        # until some job comes; runs the first and hands the rest over, waking as
+        # many idle threads plus one, the next leader (or leaving the turn to a
+        # waiting deputy).
         backoff = 0.0
         settings = self.state.settings
         while not self._stopping.is_set():
