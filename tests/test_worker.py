@@ -1030,6 +1030,40 @@ def test_quick_jobs_on_a_local_backend_run_back_to_back_on_one_thread(
 
 
 @pytest.mark.parametrize("backend_id", ["memory"])
+@settings(max_workers=2)
+def test_of_two_threads_running_quick_jobs_on_a_local_backend_one_steps_back(
+    app: Flask, jobs: JobRunner, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Jobs of 10 ms are quick beside 0.5 s, with room for a loaded machine's delays.
+    monkeypatch.setattr("flask_jobrunner.worker.CLAIM_BESIDE_AFTER", 0.5)
+    release = threading.Event()
+    runs: list[tuple[str, bool]] = []
+
+    @jobs.task
+    def held() -> None:
+        release.wait(timeout=10)
+
+    @jobs.task
+    def short() -> None:
+        runs.append((threading.current_thread().name, release.is_set()))
+        time.sleep(0.01)
+
+    first = held.submit()
+    wait_until(lambda: first.refresh().status is JobStatus.IN_PROGRESS, timeout=5)
+    # The other thread claims beside the held job once it ran 0.5 s, and runs these.
+    submitted = short.submit_many([{}] * 60)
+    wait_until(lambda: len(runs) >= 5, timeout=10)
+    release.set()  # the held job's thread claims its next itself: two threads run short jobs
+    assert first.wait(timeout=10).status is JobStatus.COMPLETED
+    assert all(job.wait(timeout=30).status is JobStatus.COMPLETED for job in submitted)
+
+    after = collections.Counter(name for name, released in runs if released)
+    # Without the step back, each of the two would run about half of those left.
+    assert sum(after.values()) >= 40, runs
+    assert sum(after.values()) - max(after.values()) <= 2, after
+
+
+@pytest.mark.parametrize("backend_id", ["memory"])
 @settings(max_workers=4)
 def test_slow_jobs_on_a_local_backend_still_run_on_every_thread(
     app: Flask, jobs: JobRunner
