@@ -5,7 +5,9 @@ claims as many ready jobs as there are idle threads, in one backend call,
 runs the first itself and hands the others to idle threads, one of which
 leads the next claim. So a job runs on the thread that claimed it, with no
 hand-over between threads, unless it came in a batch. While more jobs wait,
-a thread that ends one claims its next itself. The pool threads run jobs
+a thread that ends one claims its next itself, unless the prefetcher (see
+:mod:`flask_jobrunner.prefetcher`) claimed one ahead for it while short
+jobs kept every thread busy. The pool threads run jobs
 with :mod:`flask_jobrunner.executor`; one finisher thread writes their final
 states, many per call (see :mod:`flask_jobrunner.finisher`), and one monitor
 thread renews leases, stores throttled progress, ends jobs that run past
@@ -38,6 +40,7 @@ from .errors import BackendUnavailable
 from .executor import execute, job_context, send_finished, timeout_outcome
 from .finisher import Finisher
 from .job import Job
+from .prefetcher import Prefetcher
 from .record import Claim, Outcome
 from .signals import job_finished
 
@@ -107,6 +110,20 @@ class Worker:
         batches = type(state.backend).finish_many is not Backend.finish_many
         self._finish = self._finish_later if batches else None
         self._monitor: threading.Thread | None = None
+        # A claim costs a round trip only where the backend is shared.
+        self._ahead = (
+            Prefetcher(
+                self._claim_ahead,
+                self._give_back,
+                is_busy=self._is_busy,
+                threads=threads,
+                shortest=SELF_CLAIM_AFTER,
+                max_wait=state.settings.lease / 3,
+                name=f"{self.name}-ahead",
+            )
+            if state.backend.is_shared
+            else None
+        )
 
     @property
     def is_running(self) -> bool:
@@ -117,6 +134,8 @@ class Worker:
         """Start the pool, the finisher (if it batches) and the monitor threads."""
         if self._finish is not None:
             self._finisher.start()
+        if self._ahead is not None:
+            self._ahead.start()
         for number in range(self.threads):
             thread = threading.Thread(
                 target=self._run_jobs, args=(number,), name=f"{self.name}-{number}", daemon=True
@@ -146,6 +165,8 @@ class Worker:
         with self._slots:
             self._slots.notify_all()
             self._deputy_turn.notify_all()
+        for claim in self._ahead.stop() if self._ahead is not None else []:
+            self._give_back(claim)
         deadline = time.monotonic() + timeout
         with self._running_changed:
             while self._running and (remaining := deadline - time.monotonic()) > 0:
@@ -297,15 +318,17 @@ class Worker:
                 if not context.is_finishing:  # else the finisher lets it go once written
                     self._forget(context)
             ran = time.monotonic() - started
-            if self._claims_are_local:
-                # Two threads running quick jobs side by side only take turns at the GIL
-                # and the backend's lock: of two such, the first to end one steps back.
-                claims_own = ran >= CLAIM_BESIDE_AFTER or self._quick_job_ends_in(number) <= 0
-            else:
-                # Jobs quicker than a claim's round trip are better claimed in batches by
-                # the leader; after a longer one, the thread's own claim saves waiting its turn.
-                claims_own = ran >= SELF_CLAIM_AFTER
-            item = self._claim_next() if claims_own else None
+            item = self._claimed_ahead(ran)
+            if item is None:
+                if self._claims_are_local:
+                    # Two threads running quick jobs side by side only take turns at the GIL
+                    # and the backend's lock: of two such, the first to end one steps back.
+                    claims_own = ran >= CLAIM_BESIDE_AFTER or self._quick_job_ends_in(number) <= 0
+                else:
+                    # Jobs quicker than a claim's round trip are better claimed in batches by
+                    # the leader; after a longer one, the thread's own claim saves waiting.
+                    claims_own = ran >= SELF_CLAIM_AFTER
+                item = self._claim_next() if claims_own else None
             if item is None:
                 item = self._take(number)
 
@@ -323,6 +346,31 @@ class Worker:
             self._backlog = False
             return None
         return self._started(claims[0])
+
+    def _claimed_ahead(self, ran: float) -> tuple[JobContext, Job] | None:
+        # A job the prefetcher claimed ahead, after one that ran *ran* seconds.
+        if self._ahead is None:
+            return None
+        self._ahead.job_ended(ran)
+        claim = self._ahead.take()
+        return None if claim is None else self._started(claim)
+
+    def _claim_ahead(self, limit: int) -> list[Claim]:
+        try:
+            claims = self.state.backend.claim(
+                self._queues(), lease=self.state.settings.lease, limit=limit
+            )
+        except Exception:  # the leader reports it and backs off
+            claims = []
+        if not claims:
+            self._backlog = False
+        return claims
+
+    def _is_busy(self) -> bool:
+        return self._backlog and not self._idle and not self._stopping.is_set()
+
+    def _give_back(self, claim: Claim) -> None:
+        self._call_backend(self.state.backend.release, claim.record.id, claim.token)
 
     def _queues(self) -> Sequence[str]:
         if self.queues is not None:

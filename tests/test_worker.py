@@ -1091,3 +1091,80 @@ def test_a_job_that_ends_just_at_its_timeout_is_written_once(app: Flask, jobs: J
     # monitor's: one final state, and it says timeout.
     assert job.status is JobStatus.FAILED
     assert job.error_type is ErrorType.TIMEOUT
+
+
+# -- claiming ahead ----------------------------------------------------------
+
+
+@settings(max_workers=2)
+def test_while_short_jobs_keep_every_thread_busy_the_next_is_claimed_ahead(
+    app: Flask, jobs: JobRunner
+) -> None:
+    backend = jobs.get_state(app).backend
+    claimed = spy_on_claims(backend)
+    runs: collections.Counter[int] = collections.Counter()
+
+    @jobs.task
+    def short(n: int) -> int:
+        runs[n] += 1
+        time.sleep(0.01)
+        return n
+
+    submitted = [short.submit(n) for n in range(60)]
+    assert [job.wait(timeout=30).result for job in submitted] == list(range(60))
+
+    assert set(runs.values()) == {1}
+    ahead = [job_id for job_id, thread, _ in claimed if thread.endswith("-ahead")]
+    # A claim costs no round trip in memory: there, threads claim their next themselves.
+    if backend.is_shared:
+        assert len(ahead) >= 20, claimed
+    else:
+        assert not ahead
+
+
+@settings(max_workers=1)
+def test_a_job_claimed_ahead_that_waits_behind_a_long_one_goes_back_to_the_queue(
+    app: Flask, jobs: JobRunner
+) -> None:
+    backend = jobs.get_state(app).backend
+    if not backend.is_shared:
+        pytest.skip("the memory backend claims nothing ahead")
+    claimed = spy_on_claims(backend)
+    release = threading.Event()
+    runs: collections.Counter[str] = collections.Counter()
+
+    @jobs.task
+    def short() -> None:
+        time.sleep(0.01)
+
+    @jobs.task
+    def long() -> None:
+        release.wait(timeout=20)
+
+    @jobs.task
+    def after() -> str:
+        runs[current_job.id] += 1
+        return "done"
+
+    for _ in range(6):
+        short.submit()
+    blocker = long.submit()
+    waiting = after.submit()
+    try:
+        # The only thread takes the long job, the next one was claimed ahead ...
+        wait_until(
+            lambda: any(
+                job_id == waiting.id and thread.endswith("-ahead") for job_id, thread, _ in claimed
+            ),
+            what="the last job claimed ahead",
+        )
+        assert blocker.refresh().status is JobStatus.IN_PROGRESS
+        # ... and goes back to the queue, its attempt not counted, while the long one runs.
+        wait_until(lambda: waiting.refresh().status is JobStatus.PENDING, what="the job given back")
+        assert waiting.record.attempts == 0
+        assert blocker.refresh().status is JobStatus.IN_PROGRESS
+    finally:
+        release.set()
+    assert waiting.wait(timeout=10).result == "done"
+    assert waiting.record.attempts == 1
+    assert list(runs.values()) == [1]
