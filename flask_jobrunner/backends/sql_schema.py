@@ -127,7 +127,9 @@ jobs = sa.Table(
     sa.Column("lease_expires_at", UTCDateTime()),
     sa.Index("ix_jobs_status_created_at", "status", "created_at"),
     sa.Index("ix_jobs_created_at", "created_at"),
-    sa.Index("ix_jobs_ready", "queue", "status", "due_at"),
+    # In a claim's order (due_at, then id), so a claim reads only the rows it
+    # takes: else PostgreSQL and SQLite sort every pending job for each claim.
+    sa.Index("ix_jobs_ready", "queue", "status", "due_at", "id"),
     sa.Index("ix_jobs_finished_at", "finished_at"),
     # NULLs never collide, so these hold only while a key is taken.
     sa.Index("ux_jobs_active_unique_key", "active_unique_key", unique=True),
