@@ -21,7 +21,7 @@ from flask import Flask, current_app, g, has_app_context, has_request_context
 from flask.globals import _cv_app
 from flask_sqlalchemy import SQLAlchemy
 
-from conftest import settings, wait_until
+from conftest import DURABLE_IDS, settings, wait_until
 from flask_jobrunner import (
     ErrorType,
     Job,
@@ -1122,13 +1122,12 @@ def test_while_short_jobs_keep_every_thread_busy_the_next_is_claimed_ahead(
         assert not ahead
 
 
+@pytest.mark.parametrize("backend_id", DURABLE_IDS, indirect=True)  # memory claims no spares
 @settings(max_workers=1)
 def test_a_job_claimed_ahead_that_waits_behind_a_long_one_goes_back_to_the_queue(
     app: Flask, jobs: JobRunner
 ) -> None:
     backend = jobs.get_state(app).backend
-    if not backend.is_shared:
-        pytest.skip("the memory backend claims nothing ahead")
     claimed = spy_on_claims(backend)
     release = threading.Event()
     runs: collections.Counter[str] = collections.Counter()
