@@ -1111,3 +1111,95 @@ def test_jobs_of_one_task_keep_their_own_options_and_submitter(backend: RedisBac
     assert {record.id for record in page} == {records[0].id, records[3].id}
     page, _ = backend.list_jobs(created_by="carol")
     assert [record.task for record in page] == ["tasks.same"]
+
+
+# -- a leaner submit: events only where heard, no index of every job ------------
+
+
+def test_a_submit_nobody_listens_to_publishes_nothing(private_redis: PrivateRedis) -> None:
+    backend = load_backend(private_redis.url, redis_prefix="jrtest:quiet")
+    server = redis.Redis.from_url(private_redis.url, decode_responses=True)
+    try:
+        backend.enqueue(make_record())  # loads the scripts
+        backend.enqueue(make_record(idempotency_key="a:first"))
+        backend.enqueue_many([make_record()])
+        server.config_resetstat()
+
+        backend.enqueue(make_record())  # the plain script
+        backend.enqueue(make_record(idempotency_key="a:k"))  # the checked one
+        backend.enqueue_many([make_record(), make_record(run_at=backend.now())])
+
+        stats = server.info("commandstats")
+        assert stats["cmdstat_evalsha"]["calls"] == 3
+        assert "cmdstat_publish" not in stats
+        assert backend.counts()[JobStatus.PENDING] == 7
+    finally:
+        backend.close()
+        server.close()
+
+
+def test_a_pattern_subscriber_hears_every_new_job(
+    backend: RedisBackend, server: redis.Redis, prefix: str
+) -> None:
+    plain, checked = make_record(), make_record(idempotency_key="a:k")
+    bulk = [make_record(), make_record(created_by="alice", run_at=backend.now())]
+    pubsub = server.pubsub()
+    pubsub.psubscribe(f"{prefix}:events:*")
+    try:
+        wait_for(lambda: pubsub.get_message(timeout=0.5), "the subscription", 10)
+        backend.enqueue(plain)
+        backend.enqueue(checked)
+        backend.enqueue_many(bulk)
+        published = [
+            json.loads(wait_for(lambda: pubsub.get_message(timeout=0.5), "an event", 10)["data"])
+            for _ in range(4)
+        ]
+    finally:
+        pubsub.close()
+
+    assert [event["id"] for event in published] == [r.id for r in (plain, checked, *bulk)]
+    for event in published:
+        assert JobRecord.from_dict(event) == backend.get(event["id"])
+
+
+def test_a_listing_of_every_job_merges_the_statuses_newest_first(
+    backend: RedisBackend,
+) -> None:
+    base = backend.now() - timedelta(seconds=10)
+    # Two jobs share each moment, so ties between statuses are ordered by id too.
+    jobs = [enqueue(backend, created_at=base + timedelta(milliseconds=i // 2)) for i in range(12)]
+    claims = {c.record.id: c for c in backend.claim(["default"], lease=LEASE, limit=12)}
+    outcomes = [DONE, FAILED, None, Outcome(JobStatus.CANCELLED)]
+    for number, job in enumerate(jobs):
+        outcome = outcomes[number % 4]
+        if outcome is not None:
+            assert backend.finish(job.id, claims[job.id].token, outcome)
+    assert backend.release(jobs[2].id, claims[jobs[2].id].token)  # pending again
+    newest_first = sorted(jobs, key=lambda job: (job.created_at, job.id), reverse=True)
+
+    seen: list[str] = []
+    cursor = None
+    for _ in range(10):
+        page, cursor = backend.list_jobs(limit=5, cursor=cursor)
+        seen += [record.id for record in page]
+        if cursor is None:
+            break
+
+    assert seen == [job.id for job in newest_first]
+    assert {record.status for record in backend.list_jobs(limit=20)[0]} == set(JobStatus)
+
+
+def test_jobs_an_older_version_indexed_in_the_index_of_every_job_list_once(
+    backend: RedisBackend, server: redis.Redis, prefix: str
+) -> None:
+    older = [enqueue(backend), enqueue(backend)]
+    # What an older version wrote at each submit as well: an index of every job.
+    for record in older:
+        sort_key = redis_backend._sort_key(record.created_at, record.id)
+        server.zadd(f"{prefix}:jobs", {sort_key: 0})
+    claim = backend.claim(["default"], lease=LEASE)[0]
+    assert backend.finish(claim.record.id, claim.token, DONE)
+
+    page, cursor = backend.list_jobs()
+
+    assert ([record.id for record in page], cursor) == ([r.id for r in reversed(older)], None)

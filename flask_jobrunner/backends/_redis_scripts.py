@@ -148,6 +148,33 @@ local function publish(id, job)
   return text
 end
 
+-- The pending events of new jobs, each {channel, doc or job}. A new job's id
+-- is known to nobody but the caller that chose it, so its channel rarely has
+-- a subscriber: an event is built and sent only to a channel that has one,
+-- or to every channel while some client subscribes to a pattern.
+local function announce(events)
+  local everyone = redis.call('PUBSUB', 'NUMPAT') > 0
+  for first = 1, #events, 1000 do
+    local last = math.min(first + 999, #events)
+    local heard
+    if not everyone then
+      local channels = {}
+      for n = first, last do channels[#channels + 1] = events[n][1] end
+      heard = redis.call('PUBSUB', 'NUMSUB', unpack(channels))
+    end
+    for n = first, last do
+      if everyone or heard[2 * (n - first) + 2] > 0 then
+        local channel, source = events[n][1], events[n][2]
+        if type(source) == 'string' then
+          redis.call('PUBLISH', channel, string.sub(source, 1, -2) .. NEW_JOB_TAIL)
+        else
+          redis.call('PUBLISH', channel, render(source))
+        end
+      end
+    end
+  end
+end
+
 -- Store the hash of a new job from the table of its fields.
 local function create(key, job)
   local flat = {}
@@ -271,7 +298,7 @@ end
 """
 )
 
-#: KEYS: job, ready queue, then the index sets (all jobs, pending, task, [creator]).
+#: KEYS: job, ready queue, then the index sets (pending, task, [creator]).
 #: ARGV: id, unique key, idempotency key, queue, created (us), run_at (us), sort
 #: key, doc, index entry, then other hash fields as name/value pairs.
 ENQUEUE = (
@@ -307,11 +334,11 @@ for i = 12, #ARGV, 2 do job[ARGV[i]] = ARGV[i + 1] end
 create(key, job)
 local due = job.ra and tonumber(job.ra) or math.min(tonumber(job.cu), now)
 redis.call('ZADD', KEYS[2], int(due), id)
-for i = 3, #KEYS do redis.call('ZADD', KEYS[i], 0, job.sk) end
+for i = 3, #KEYS do redis.call('ZADD', KEYS[i], '0', job.sk) end
 if job.uk then redis.call('SET', P .. 'unique:' .. job.uk, id) end
 if job.ik then redis.call('SET', P .. 'idempotency:' .. job.ik, id) end
 wake(job.q)
-publish(id, job)
+announce({{P .. 'events:' .. id, job}})
 return {'created'}
 """
 )
@@ -319,7 +346,10 @@ return {'created'}
 #: The common case of ENQUEUE, without the helpers: a job due at once, with
 #: no unique or idempotency key and no field beyond those every new job has.
 #: It writes what ENQUEUE writes, from as few arguments as will do, since
-#: redis-py's cost per call grows with their number.
+#: redis-py's cost per call grows with their number. Scores go as strings
+#: and the due time is the creation's text when it is not in the future:
+#: Lua turns a number into text with sprintf, which costs more than a ZADD's
+#: own work.
 #: KEYS: job. ARGV: prefix, queue, task, created (us), sort key, index entry,
 #: doc, [creator]. Returns 1, or 0 if the job exists already (ENQUEUE then answers).
 ENQUEUE_PLAIN = (
@@ -331,27 +361,32 @@ redis.call('HSET', key, 'st', 'pending', 'q', queue, 'cu', created, 'sk', sort_k
   'ix', ARGV[6], 'doc', doc)
 -- Due at its creation, never later than now, as make_ready has it.
 local t = redis.call('TIME')
-local due = math.min(tonumber(created), tonumber(t[1]) * 1000000 + tonumber(t[2]))
-redis.call('ZADD', P .. 'queue:' .. queue, string.format('%d', due), id)
-redis.call('ZADD', P .. 'jobs', 0, sort_key)
-redis.call('ZADD', P .. 'status:pending', 0, sort_key)
-redis.call('ZADD', P .. 'task:' .. ARGV[3], 0, sort_key)
-if ARGV[8] then redis.call('ZADD', P .. 'user:' .. ARGV[8], 0, sort_key) end
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local due = created
+if tonumber(created) > now then due = string.format('%d', now) end
+redis.call('ZADD', P .. 'queue:' .. queue, due, id)
+redis.call('ZADD', P .. 'status:pending', '0', sort_key)
+redis.call('ZADD', P .. 'task:' .. ARGV[3], '0', sort_key)
+if ARGV[8] then redis.call('ZADD', P .. 'user:' .. ARGV[8], '0', sort_key) end
 local notify = P .. 'notify:' .. queue
 if redis.call('LLEN', notify) == 0 then redis.call('LPUSH', notify, '1') end
--- render() of this job, the doc's fields first.
-redis.call('PUBLISH', P .. 'events:' .. id, string.sub(doc, 1, -2) .. '"""
+-- announce() of this job: render() of it is the doc's fields, then the tail.
+local channel = P .. 'events:' .. id
+if redis.call('PUBSUB', 'NUMPAT') > 0 or redis.call('PUBSUB', 'NUMSUB', channel)[2] > 0 then
+  redis.call('PUBLISH', channel, string.sub(doc, 1, -2) .. '"""
     + NEW_JOB_TAIL
     + r"""')
+end
 return 1
 """
 )
 
-#: KEYS: the index sets of all jobs and of pending ones. ARGV: per job, queue,
-#: created (us), sort key, doc, index entry, task, creator, then the count of
-#: the job's other hash fields ('' for none; run_at is one, as 'ra') and those
-#: as name/value pairs. Jobs have no unique or idempotency key. Returns how
-#: many were stored.
+#: KEYS: the index set of pending jobs. ARGV: per job, created (us), sort
+#: key, doc, index entry, then the count of the job's other hash fields (''
+#: for none; run_at is one, as 'ra') and those as name/value pairs. Before
+#: the first job, and wherever it changes, '' then the queue, task and
+#: creator ('' for none) of the jobs that follow. Jobs have no unique or
+#: idempotency key. Returns how many were stored.
 ENQUEUE_MANY = (
     PRELUDE
     + r"""
@@ -359,10 +394,11 @@ local now = clock()
 local jobs, keys = {}, {}
 local i = 3
 while i <= #ARGV do
+  if ARGV[i] == '' then i = i + 4 end
   jobs[#jobs + 1] = i
-  keys[#keys + 1] = P .. 'job:' .. string.sub(ARGV[i + 2], 20)
-  local count = ARGV[i + 7]
-  i = i + 8 + (count == '' and 0 or 2 * tonumber(count))
+  keys[#keys + 1] = P .. 'job:' .. string.sub(ARGV[i + 1], 20)
+  local count = ARGV[i + 4]
+  i = i + 5 + (count == '' and 0 or 2 * tonumber(count))
 end
 -- A replay of a call whose answer was lost stores nothing twice. One EXISTS
 -- over a slice of keys spares the usual call, with no job stored yet, a
@@ -372,7 +408,7 @@ for first = 1, #keys, 1000 do
   local last = math.min(first + 999, #keys)
   if redis.call('EXISTS', unpack(keys, first, last)) > 0 then replay = true end
 end
-local index, queues, tasks, users = {}, {}, {}, {}
+local index, queues, tasks, users, events = {}, {}, {}, {}, {}
 local function add(groups, name, score, member)
   local members = groups[name]
   if not members then
@@ -383,41 +419,46 @@ local function add(groups, name, score, member)
   members[#members + 1] = member
 end
 local stored = 0
+local queue, task, user
 for n, i in ipairs(jobs) do
+  if ARGV[i - 4] == '' then queue, task, user = ARGV[i - 3], ARGV[i - 2], ARGV[i - 1] end
   local key = keys[n]
   if not replay or redis.call('EXISTS', key) == 0 then
-    local queue, created, sort_key, doc = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]
+    local created, sort_key, doc = ARGV[i], ARGV[i + 1], ARGV[i + 2]
     local id = string.sub(sort_key, 20)
-    local due = math.min(tonumber(created), now)
-    local count = ARGV[i + 7]
+    local count = ARGV[i + 4]
+    local due = nil
     if count == '' then
       redis.call('HSET', key, 'st', 'pending', 'q', queue, 'cu', created, 'sk', sort_key,
-        'ix', ARGV[i + 4], 'doc', doc)
-      redis.call('PUBLISH', P .. 'events:' .. id, string.sub(doc, 1, -2) .. NEW_JOB_TAIL)
+        'ix', ARGV[i + 3], 'doc', doc)
+      events[#events + 1] = {P .. 'events:' .. id, doc}
     else
-      local job = {doc = doc, ix = ARGV[i + 4], sk = sort_key, q = queue, cu = created,
+      local job = {doc = doc, ix = ARGV[i + 3], sk = sort_key, q = queue, cu = created,
         st = 'pending'}
-      for f = i + 8, i + 7 + 2 * tonumber(count), 2 do job[ARGV[f]] = ARGV[f + 1] end
+      for f = i + 5, i + 4 + 2 * tonumber(count), 2 do job[ARGV[f]] = ARGV[f + 1] end
       create(key, job)
-      if job.ra then due = tonumber(job.ra) end
-      publish(id, job)
+      if job.ra then due = job.ra end
+      events[#events + 1] = {P .. 'events:' .. id, job}
     end
-    add(queues, queue, int(due), id)
-    add(tasks, ARGV[i + 5], 0, sort_key)
-    if ARGV[i + 6] ~= '' then add(users, ARGV[i + 6], 0, sort_key) end
-    index[#index + 1] = 0
+    -- Due at its run_at, else at its creation but never later than now, as
+    -- make_ready has it; the creation's own text spares Lua a sprintf.
+    if not due then due = tonumber(created) > now and int(now) or created end
+    add(queues, queue, due, id)
+    add(tasks, task, '0', sort_key)
+    if user ~= '' then add(users, user, '0', sort_key) end
+    index[#index + 1] = '0'
     index[#index + 1] = sort_key
     stored = stored + 1
   end
 end
 zadd_all(KEYS[1], index)
-zadd_all(KEYS[2], index)
 for name, members in pairs(tasks) do zadd_all(P .. 'task:' .. name, members) end
 for name, members in pairs(users) do zadd_all(P .. 'user:' .. name, members) end
 for name, members in pairs(queues) do
   zadd_all(P .. 'queue:' .. name, members)
   wake(name)
 end
+announce(events)
 return stored
 """
 )
@@ -696,14 +737,56 @@ return {
 """
 )
 
-#: KEYS: the index set of each filter (or the set of all jobs). ARGV: start
-#: (a ZRANGE BYLEX bound), limit, status filter, most entries to look at.
-#: Returns whether a further match exists, where to resume if the scan
-#: stopped early (else ''), and the matching jobs.
+#: KEYS: the index set of each filter, or with no filter the index sets of
+#: every status. ARGV: start (a ZRANGE BYLEX bound), limit, status filter,
+#: most entries to look at, '1' if KEYS are the status sets (whose union is
+#: every job). Returns whether a further match exists, where to resume if the
+#: scan stopped early (else ''), and the matching jobs.
 LIST_JOBS = (
     PRELUDE
     + r"""
 local start, limit, status, budget = ARGV[3], tonumber(ARGV[4]), ARGV[5], tonumber(ARGV[6])
+if ARGV[7] == '1' then
+  -- Every job: a merge of the status sets, newest first. Each set gives its
+  -- newest entries below *start*; the newest *want* of those are the newest
+  -- *want* of the union, as no job is in two sets. Entries are all alike in
+  -- shape (digits, ':', a lowercase UUID), so Lua's string order is Redis's.
+  local out = {0, ''}
+  local seen = 0
+  while true do
+    if seen >= budget then
+      out[2] = start
+      return out
+    end
+    local want = math.min(limit - (#out - 2) + 1, 100)
+    local batch, from = {}, {}
+    for k = 1, #KEYS do
+      local part = redis.call('ZRANGE', KEYS[k], start, '-', 'BYLEX', 'REV', 'LIMIT', 0, want)
+      for _, sort_key in ipairs(part) do
+        batch[#batch + 1] = sort_key
+        from[sort_key] = k
+      end
+    end
+    if #batch == 0 then return out end
+    table.sort(batch, function(a, b) return a > b end)
+    for i = 1, math.min(want, #batch) do
+      local sort_key = batch[i]
+      seen = seen + 1
+      start = '(' .. sort_key
+      local job = load(P .. 'job:' .. string.sub(sort_key, 20))
+      if not job then
+        -- Expired: drop the entry now rather than at the next purge.
+        redis.call('ZREM', KEYS[from[sort_key]], sort_key)
+      else
+        if #out - 2 >= limit then
+          out[1] = 1
+          return out
+        end
+        out[#out + 1] = show(job)
+      end
+    end
+  end
+end
 -- Walk the smallest index newest first; the others only confirm membership.
 local walk, size = 1, redis.call('ZCARD', KEYS[1])
 for k = 2, #KEYS do

@@ -14,7 +14,6 @@ Every key starts with the prefix (``JOBRUNNER_REDIS_PREFIX``, default
 ``<prefix>:queue:<queue>``              sorted set: pending job ids by due time (us)
 ``<prefix>:notify:<queue>``             list: at most one wake-up marker for claimers
 ``<prefix>:running``                    sorted set: running job ids by lease expiry (us)
-``<prefix>:jobs``                       index: every job, newest last
 ``<prefix>:status:<status>``            index: the jobs in each status
 ``<prefix>:task:<task>``                index: the jobs of each task
 ``<prefix>:user:<created_by>``          index: the jobs of each submitter
@@ -27,7 +26,10 @@ Every key starts with the prefix (``JOBRUNNER_REDIS_PREFIX``, default
 
 An index is a sorted set whose members all score 0 and read
 ``<created_at in us, 18 digits>:<id>``, so its lexical order is the listing
-order and a cursor maps to a ``ZRANGE ... BYLEX REV`` bound. Index entries of
+order and a cursor maps to a ``ZRANGE ... BYLEX REV`` bound. A listing of
+every job merges the status indexes, since each job is in one of them;
+``<prefix>:jobs``, an index of every job that older versions wrote at each
+submit, is no longer written, and purging empties it. Index entries of
 expired jobs are dropped by :meth:`~RedisBackend.purge_expired`, and by a
 listing that walks past them; counts read the expiry sets, so they are exact
 in between.
@@ -292,7 +294,6 @@ class RedisBackend(Backend):
         keys = [
             self._key("job", record.id),
             self._key("queue", record.queue),
-            self._key("jobs"),
             self._key("status", JobStatus.PENDING.value),
             self._key("task", record.task),
         ]
@@ -359,13 +360,13 @@ class RedisBackend(Backend):
         check_plain_records(records)
         if not records:
             return
-        keys = [self._key("jobs"), self._key("status", JobStatus.PENDING.value)]
+        keys = [self._key("status", JobStatus.PENDING.value)]
         ttl_ms = max(round(self.result_ttl * 1000), 1)
         commands = [
             [
                 "EVALSHA",
                 self._enqueue_many.sha,
-                2,
+                1,
                 *keys,
                 self._p,
                 ttl_ms,
@@ -600,8 +601,10 @@ class RedisBackend(Backend):
             keys.append(self._key("task", task))
         if status is not None:
             keys.append(self._key("status", status.value))
-        if not keys:
-            keys.append(self._key("jobs"))
+        # Without a filter, the union of the status indexes: every job is in one.
+        every_job = not keys
+        if every_job:
+            keys = [self._key("status", each.value) for each in JobStatus]
         page: list[JobRecord] = []
         while True:
             reply = self._run(
@@ -611,6 +614,7 @@ class RedisBackend(Backend):
                 limit - len(page),
                 "" if status is None else status.value,
                 _LIST_BUDGET,
+                "1" if every_job else "",
             )
             page += [_record(text) for text in reply[2:]]
             if int(reply[0]):
@@ -865,25 +869,28 @@ def _other_fields(record: JobRecord) -> list[str]:
 
 
 def _enqueue_many_args(records: Sequence[JobRecord]) -> list[str | int]:
-    """The ``ENQUEUE_MANY`` arguments of *records*: one group per job."""
+    """The ``ENQUEUE_MANY`` arguments of *records*: one group per job.
+
+    Queue, task and creator go once for a run of jobs that share them, as
+    the jobs of one :meth:`~flask_jobrunner.JobRunner.submit_many` all do.
+    """
     args: list[str | int] = []
+    shared: tuple[str, str, str | None] | None = None
     for record in records:
         doc, index, created, sort_key = _encoded(record)
-        args += (
-            record.queue,
-            created,
-            sort_key,
-            doc,
-            index,
-            record.task,
-            "" if record.created_by is None else record.created_by,
-        )
+        if (record.queue, record.task, record.created_by) != shared:
+            shared = (record.queue, record.task, record.created_by)
+            args += ("", record.queue, record.task, record.created_by or "")
+        args += (created, sort_key, doc, index)
         fields = _other_fields(record)
         if record.run_at is not None:
             fields += ("ra", str(_micros(record.run_at)))
         # Most jobs have no field of their own: an empty count spares the script a loop.
-        args.append(str(len(fields) // 2) if fields else "")
-        args += fields
+        if fields:
+            args.append(str(len(fields) // 2))
+            args += fields
+        else:
+            args.append("")
     return args
 
 
