@@ -508,7 +508,8 @@ class JobRunner:
         job = Job(stored, state.backend)
         if not created:
             return job
-        job_submitted.send(app, job=job)
+        if job_submitted.receivers:  # blinker's send costs a submit more than this check
+            job_submitted.send(app, job=job)
         if state.settings.eager:
             self._run_eagerly(app, state, task.queue)
             return job.refresh()
@@ -560,10 +561,12 @@ class JobRunner:
             return []
         state.backend.enqueue_many(records)
         jobs = []
+        announce = bool(job_submitted.receivers)
         for record in records:
             record.status = JobStatus.PENDING
             job = Job(record, state.backend)
-            job_submitted.send(app, job=job)
+            if announce:
+                job_submitted.send(app, job=job)
             jobs.append(job)
         if state.settings.eager:
             self._run_eagerly(app, state, task.queue)

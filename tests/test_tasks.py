@@ -387,6 +387,25 @@ def test_unknown_task_name_raises_task_not_found(app: Flask, jobs: JobRunner) ->
 
 
 @settings(run_workers=False)
+def test_job_ids_are_random_canonical_uuid4s(
+    app: Flask, jobs: JobRunner, add: Task[[int, int], int]
+) -> None:
+    ids = [job.id for job in jobs.submit_many(add, [[1, 2]] * 300)] + [add.submit(1, 2).id]
+
+    parsed = [uuid.UUID(job_id) for job_id in ids]
+    assert [str(value) for value in parsed] == ids  # lowercase, with the dashes
+    assert {(value.version, value.variant) for value in parsed} == {(4, uuid.RFC_4122)}
+    assert len(set(ids)) == len(ids)
+    # Each of the 122 random bits takes both values among 300 ids.
+    fixed = (0xF << 76) | (0xC << 60)
+    assert all(
+        {(value.int >> bit) & 1 for value in parsed} == {0, 1}
+        for bit in range(128)
+        if not (fixed >> bit) & 1
+    )
+
+
+@settings(run_workers=False)
 def test_job_handle_of_a_pending_job(
     app: Flask, jobs: JobRunner, add: Task[[int, int], int]
 ) -> None:

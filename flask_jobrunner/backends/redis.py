@@ -843,11 +843,25 @@ class RedisBackend(Backend):
             raise self._unavailable(error) from error
 
 
+#: The record fields :func:`_other_fields` stores, and their values in a new record.
+_other_values = attrgetter(
+    "attempts",
+    "recoveries",
+    "token",
+    "cancel_requested",
+    *(attribute for _, attribute in _TIME_FIELDS),
+    *(attribute for _, attribute in _JSON_FIELDS),
+)
+_NEW_RECORD_VALUES = (0, 0, None, False, *(None for _ in _TIME_FIELDS + _JSON_FIELDS))
+
+
 def _other_fields(record: JobRecord) -> list[str]:
     """The hash fields of a new job beyond the ones every job has, as name/value pairs.
 
     Fields left out read as their defaults (see ``render`` in the scripts).
     """
+    if _other_values(record) == _NEW_RECORD_VALUES:  # every submit: one comparison
+        return []
     fields: list[str] = []
     if record.attempts:
         fields += ("att", str(record.attempts))
