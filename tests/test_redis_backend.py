@@ -1203,3 +1203,15 @@ def test_jobs_an_older_version_indexed_in_the_index_of_every_job_list_once(
     page, cursor = backend.list_jobs()
 
     assert ([record.id for record in page], cursor) == ([r.id for r in reversed(older)], None)
+
+
+def test_a_job_in_two_status_indexes_is_listed_once(
+    backend: RedisBackend, server: redis.Redis, prefix: str
+) -> None:
+    jobs = [enqueue(backend) for _ in range(3)]
+    sort_key = redis_backend._sort_key(jobs[1].created_at, jobs[1].id)
+    server.zadd(f"{prefix}:status:failed", {sort_key: 0})  # no script leaves this behind
+
+    page, cursor = backend.list_jobs(limit=3)
+
+    assert ([record.id for record in page], cursor) == ([j.id for j in reversed(jobs)], None)

@@ -773,11 +773,12 @@ if ARGV[7] == '1' then
       local sort_key = batch[i]
       seen = seen + 1
       start = '(' .. sort_key
-      local job = load(P .. 'job:' .. string.sub(sort_key, 20))
-      if not job then
+      -- A job in two sets, which no script leaves behind, is listed once all the same.
+      local job = sort_key ~= batch[i - 1] and load(P .. 'job:' .. string.sub(sort_key, 20))
+      if job == nil then
         -- Expired: drop the entry now rather than at the next purge.
         redis.call('ZREM', KEYS[from[sort_key]], sort_key)
-      else
+      elseif job then
         if #out - 2 >= limit then
           out[1] = 1
           return out
