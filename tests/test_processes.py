@@ -99,28 +99,54 @@ def test_the_jobs_of_a_killed_worker_complete_on_another(cluster: Cluster) -> No
     assert cluster.stop(survivor) == 0
 
 
+def is_stopped(pid: int) -> bool:
+    """Whether every thread of process *pid* is stopped (a thread that ended meanwhile counts)."""
+    for thread in os.listdir(f"/proc/{pid}/task"):
+        try:
+            with open(f"/proc/{pid}/task/{thread}/stat") as stat:
+                state = stat.read().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            continue
+        if state not in ("T", "t", "Z", "X"):
+            return False
+    return True
+
+
+def is_sqlite_write_lock_free(path: str) -> bool:
+    """Whether a write transaction on the SQLite file at *path* could begin now."""
+    probe = sqlite3.connect(path, timeout=0.05)
+    try:
+        probe.execute("BEGIN IMMEDIATE")
+        probe.rollback()
+        return True
+    except sqlite3.OperationalError:  # database is locked
+        return False
+    finally:
+        probe.close()
+
+
 def freeze(cluster: Cluster, pid: int) -> None:
     """SIGSTOP *pid* at a moment it holds no SQLite write lock.
 
     A process stopped inside a write transaction stalls every other writer
     of the file until it goes on (SQLite's lock has no lease): a failure of
-    its own, not the lost lease the caller tests.
+    its own, not the lost lease the caller tests. The lock is probed only
+    once every thread has stopped: ``kill`` returns before that, and until
+    the thread the signal went to is scheduled, the others run on (on a
+    loaded machine for tens of milliseconds), time enough to begin a write.
     """
     deadline = time.monotonic() + 10
     while True:
         os.kill(pid, signal.SIGSTOP)
-        if not cluster.url.startswith("sqlite:///") or time.monotonic() > deadline:
+        wait_for(lambda: is_stopped(pid), f"every thread of process {pid} to stop", timeout=10)
+        if not cluster.url.startswith("sqlite:///"):
             return
-        probe = sqlite3.connect(cluster.url.removeprefix("sqlite:///"), timeout=0.05)
-        try:
-            probe.execute("BEGIN IMMEDIATE")
-            probe.rollback()
+        if is_sqlite_write_lock_free(cluster.url.removeprefix("sqlite:///")):
             return
-        except sqlite3.OperationalError:  # locked by the stopped process
-            os.kill(pid, signal.SIGCONT)
-            time.sleep(0.01)
-        finally:
-            probe.close()
+        os.kill(pid, signal.SIGCONT)
+        if time.monotonic() > deadline:
+            pytest.fail(f"process {pid} held SQLite's write lock at every stop for 10 s")
+        time.sleep(0.01)
 
 
 def test_a_worker_whose_lease_expired_cannot_overwrite_the_result(cluster: Cluster) -> None:
