@@ -49,7 +49,9 @@ class JobContext:
         self.attempt = claim.record.attempts
         self.token = claim.token
         self.timeout = timeout
-        self.deadline = time.monotonic() + timeout
+        #: When this worker got the job's lease (monotonic clock), as near as it knows.
+        self.leased_at = time.monotonic()
+        self.deadline = self.leased_at + timeout
         self._backend = backend
         self._lease = lease
         self._interval = progress_interval

@@ -418,7 +418,12 @@ class Worker:
                     elif context.is_progress_due():
                         context.flush_progress()
                         last_heartbeat[context.token] = now
-                    elif now - last_heartbeat.setdefault(context.token, now) >= heartbeat_every:
+                    # Counted from the claim, not from this round: a monitor that was held
+                    # up (a long GC, a blocking receiver) renews a job it sees late at once.
+                    elif (
+                        now - last_heartbeat.setdefault(context.token, context.leased_at)
+                        >= heartbeat_every
+                    ):
                         context.heartbeat()
                         last_heartbeat[context.token] = now
                 except Exception:

@@ -246,7 +246,7 @@ def test_task_raising_system_exit_fails_its_job_and_the_thread_runs_the_next(
     assert after.submit().wait(timeout=5).result == "ran"
 
 
-@settings(max_workers=2, lease=0.5, progress_interval=0.3)
+@settings(max_workers=2, lease=1.0, progress_interval=0.3)
 def test_job_taken_back_from_a_stalled_monitor_and_run_again_here_frees_both_threads(
     app: Flask, jobs: JobRunner
 ) -> None:
