@@ -16,14 +16,13 @@ briefly while work comes in and less often when there is none.
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import os
 import threading
 import time
 import uuid
 import weakref
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
@@ -38,7 +37,7 @@ from ..errors import (
 )
 from ..record import Claim, JobRecord, JobStatus, LeaseState, Outcome, Progress, utcnow
 from . import sql_dialects as dialects
-from . import sql_listener
+from . import sql_listener, sql_transactions
 from . import sql_schema as schema
 from .base import Backend, check_plain_records, decode_cursor, encode_cursor, is_newer
 from .sql_schema import job_progress, jobs, metadata, to_record, to_row
@@ -57,8 +56,6 @@ SQLITE_BUSY_POLL = 0.0005
 BULK_ROWS = 100
 #: Jobs finished by one statement of :meth:`SQLBackend.finish_many`.
 FINISH_BATCH = 200
-#: How often a transaction the database broke off to end a deadlock is tried.
-DEADLOCK_ATTEMPTS = 3
 
 # Backends to reset in a forked child; weak, so a backend can still go away.
 _instances: weakref.WeakSet[SQLBackend] = weakref.WeakSet()
@@ -122,12 +119,15 @@ class SQLBackend(Backend):
         # On SQLite: a look, for microseconds, whether a poll could find anything new.
         self._changes = dialects.sqlite_changes(self.engine)
         self._busy_poll = BUSY_POLL if self._changes is None else SQLITE_BUSY_POLL
+        self._transactions = sql_transactions.Transactions(
+            self.engine, self._autocommit, where=self._where
+        )
         self._is_set_up = False
         self._reset_locks()
         _instances.add(self)
         self._closed = threading.Event()
         for owned in self._owned_engines():
-            sa.event.listen(owned, "checkin", _closing_when(self._closed))
+            sa.event.listen(owned, "checkin", sql_transactions.closing_when(self._closed))
             # A backend dropped without close() still closes its connections.
             weakref.finalize(self, owned.dispose)
 
@@ -138,8 +138,6 @@ class SQLBackend(Backend):
 
     def _reset_locks(self) -> None:
         self._setup_lock = threading.Lock()
-        # SQLite takes one writer at a time anyway; threads queue here, not in its busy loop.
-        self._write_lock = threading.Lock() if self._is_sqlite else None
         self._wake = threading.Condition()
         self._signals = 0
         self._interrupts = 0
@@ -179,7 +177,7 @@ class SQLBackend(Backend):
 
         SQLite databases are also switched to WAL mode, so reads never wait for writes.
         """
-        with self._setup_lock, self._translated_errors():
+        with self._setup_lock, self._transactions.translated_errors():
             if self._is_sqlite:
                 dialects.enable_wal(self.engine)
             if self.engine.dialect.name in ("mysql", "mariadb"):
@@ -197,11 +195,9 @@ class SQLBackend(Backend):
         clock = self._clock()
         if isinstance(clock, dialects.FixedClock):
             return clock.value
-        with self._translated_errors():
-            moment: datetime = self._transaction(
-                lambda connection: connection.execute(sa.select(clock.now)).scalar_one(),
-                write=False,
-            )
+        moment: datetime = self._transactions.run(
+            lambda connection: connection.execute(sa.select(clock.now)).scalar_one(), write=False
+        )
         return moment
 
     # -- enqueue and claim ---------------------------------------------------
@@ -370,7 +366,7 @@ class SQLBackend(Backend):
                 )
             )
         if self._is_postgres:
-            insert = insert.returning(*_notifications(claimable=True))
+            insert = insert.returning(*sql_listener.notifications(claimable=True))
         return insert
 
     def _insert_many(self, connection: sa.Connection, *, records: list[JobRecord]) -> None:
@@ -392,7 +388,7 @@ class SQLBackend(Backend):
         # already (a repeated call) is left as it is.
         insert = dialects.insert_new(jobs, self.engine.dialect)
         if self._is_postgres:
-            insert = insert.returning(*_notifications(claimable=True))
+            insert = insert.returning(*sql_listener.notifications(claimable=True))
         connection.execution_options(insertmanyvalues_page_size=BULK_ROWS).execute(insert, rows)
 
     def _key_holder(self, connection: sa.Connection, *, record: JobRecord) -> JobRecord | None:
@@ -506,7 +502,9 @@ class SQLBackend(Backend):
             .returning(*jobs.c)
         )
         if self._is_postgres:
-            update = update.returning(*_notifications(claimable=False), _RELAXED_COMMIT)
+            update = update.returning(
+                *sql_listener.notifications(claimable=False), dialects.RELAXED_COMMIT
+            )
         return update
 
     def _take_selected(
@@ -608,7 +606,7 @@ class SQLBackend(Backend):
                 renew.where(schema.held_bound()),
             ]
         renew = renew.where(schema.held_bound()).returning(jobs.c.cancel_requested)
-        return [renew.returning(_RELAXED_COMMIT) if self._is_postgres else renew]
+        return [renew.returning(dialects.RELAXED_COMMIT) if self._is_postgres else renew]
 
     def _renewed(
         self, connection: sa.Connection, statements: list[sa.Update], parameters: dict[str, Any]
@@ -649,7 +647,9 @@ class SQLBackend(Backend):
             if self._is_clock_fixed:
                 parameters["jobrunner_now"] = utcnow()
             return self._run(
-                lambda connection: self._changed(connection, self._finish_statement, parameters),
+                lambda connection: sql_listener.changed_a_row(
+                    connection, self._finish_statement, parameters, notifies=self._is_postgres
+                ),
                 write=True,
                 single=True,
             )
@@ -666,7 +666,9 @@ class SQLBackend(Backend):
                 active_unique_key=None,
             )
             update = sa.update(jobs).where(schema.held(job_id, token)).values(values)
-            done = self._execute_notifying(connection, update, claimable=False)
+            done = sql_listener.execute_notifying(
+                connection, update, notifies=self._is_postgres, claimable=False
+            )
             if done and outcome.progress is not None:
                 connection.execute(schema.log_progress(job_id))
             return done
@@ -698,12 +700,11 @@ class SQLBackend(Backend):
                 active_unique_key=None,
             )
         )
-        return update.returning(*_notifications(claimable=False)) if self._is_postgres else update
-
-    def _changed(self, connection: sa.Connection, statement: Any, parameters: Any) -> bool:
-        # Whether a prebuilt UPDATE (with its notifications on PostgreSQL) changed a row.
-        result = connection.execute(statement, parameters)
-        return bool(result.all()) if self._is_postgres else bool(result.rowcount)
+        return (
+            update.returning(*sql_listener.notifications(claimable=False))
+            if self._is_postgres
+            else update
+        )
 
     def finish_many(self, finishes: Sequence[tuple[str, str, Outcome]]) -> list[bool]:
         """:meth:`finish` each ``(job_id, token, outcome)``, in one ``UPDATE`` per batch.
@@ -764,7 +765,7 @@ class SQLBackend(Backend):
         if self._returning:
             update = update.returning(jobs.c.id)
             if self._is_postgres:
-                update = update.returning(*_notifications(claimable=False))
+                update = update.returning(*sql_listener.notifications(claimable=False))
             ids = [row.id for row in connection.execute(update)]
         else:
             connection.execute(update)
@@ -781,7 +782,7 @@ class SQLBackend(Backend):
             values = schema.outcome_values(error)
             values.update(schema.given_back(self._clock()), run_at=run_at, due_at=run_at)
             update = sa.update(jobs).where(schema.held(job_id, token)).values(values)
-            return self._execute_notifying(connection, update)
+            return sql_listener.execute_notifying(connection, update, notifies=self._is_postgres)
 
         return self._given_back_by(write)
 
@@ -797,7 +798,7 @@ class SQLBackend(Backend):
                 due_at=schema.no_later(jobs.c.created_at, clock),
             )
             update = sa.update(jobs).where(schema.held(job_id, token)).values(values)
-            return self._execute_notifying(connection, update)
+            return sql_listener.execute_notifying(connection, update, notifies=self._is_postgres)
 
         return self._given_back_by(write)
 
@@ -821,9 +822,9 @@ class SQLBackend(Backend):
         if self._returning:
             renew = sa.update(jobs).where(held).values(values).returning(jobs.c.cancel_requested)
             if self._is_postgres:
-                renew = renew.returning(_RELAXED_COMMIT)
+                renew = renew.returning(dialects.RELAXED_COMMIT)
                 if notify:
-                    renew = renew.returning(*_notifications(claimable=False))
+                    renew = renew.returning(*sql_listener.notifications(claimable=False))
             row = connection.execute(renew).first()
             if row is None:
                 return LeaseState.LOST
@@ -864,7 +865,7 @@ class SQLBackend(Backend):
                 if self._returning:
                     update = update.returning(*jobs.c)
                     if self._is_postgres:
-                        update = update.returning(*_notifications(claimable=False))
+                        update = update.returning(*sql_listener.notifications(claimable=False))
                     row = connection.execute(update).first()
                     if row is not None:
                         return to_record(row)
@@ -944,7 +945,9 @@ class SQLBackend(Backend):
                 else:
                     values["active_unique_key"] = None
                 update = sa.update(jobs).where(schema.held(record.id, row.token)).values(values)
-                self._execute_notifying(connection, update, claimable=False)
+                sql_listener.execute_notifying(
+                    connection, update, notifies=self._is_postgres, claimable=False
+                )
                 changed.append(record)
             if self._is_postgres and any(r.status is JobStatus.PENDING for r in changed):
                 connection.execute(sa.select(sa.func.pg_notify(sql_listener.CHANNEL, "")))
@@ -1067,66 +1070,7 @@ class SQLBackend(Backend):
                 self.setup()
             else:
                 self._is_set_up = True  # a missing table reads as ConfigurationError
-        with self._translated_errors():
-            return self._transaction(
-                work, write=write, autocommit=single and self._autocommit is not None
-            )
-
-    def _transaction(
-        self, work: Callable[[sa.Connection], T], *, write: bool, autocommit: bool = False
-    ) -> T:
-        # *autocommit*: *work* is one statement, run on the autocommit engine.
-        for _ in range(DEADLOCK_ATTEMPTS - 1):
-            try:
-                return self._transaction_once(work, write=write, autocommit=autocommit)
-            except sa.exc.DBAPIError as error:
-                # Broken off to end a deadlock, it changed nothing: run it again.
-                if not dialects.is_deadlock(error):
-                    raise
-        return self._transaction_once(work, write=write, autocommit=autocommit)
-
-    def _transaction_once(
-        self, work: Callable[[sa.Connection], T], *, write: bool, autocommit: bool
-    ) -> T:
-        if autocommit:
-            assert self._autocommit is not None
-            with self._autocommit.connect() as connection:
-                return work(connection)
-        lock = self._write_lock if write and self._write_lock else contextlib.nullcontext()
-        with lock, self.engine.connect() as connection:
-            if write and self._is_sqlite:
-                # Takes the write lock at BEGIN, so no reader can turn writer
-                # halfway and meet SQLITE_BUSY.
-                connection.execution_options(**{dialects.BEGIN_OPTION: "BEGIN IMMEDIATE"})
-            with connection.begin():
-                return work(connection)
-
-    @contextlib.contextmanager
-    def _translated_errors(self) -> Iterator[None]:
-        try:
-            yield
-        except sa.exc.DBAPIError as error:
-            translated = dialects.translate(error, self._where)
-            if translated is None:
-                raise
-            raise translated from error
-        except sa.exc.TimeoutError as error:
-            raise BackendUnavailable(
-                f"Every connection to the SQL job backend at '{self._where}' stayed busy."
-                " Try again, or give the pool more connections."
-            ) from error
-
-    def _execute_notifying(
-        self, connection: sa.Connection, statement: Any, *, claimable: bool = True
-    ) -> bool:
-        # Executes an INSERT or UPDATE of jobs; returns whether it changed a
-        # row. On PostgreSQL, each changed row also notifies (delivered at
-        # commit), in the same round trip: that it changed, and if
-        # *claimable*, that it may be claimed now.
-        if self._is_postgres:
-            notified = statement.returning(*_notifications(claimable=claimable))
-            return bool(connection.execute(notified).all())
-        return bool(connection.execute(statement).rowcount)
+        return self._transactions.run(work, write=write, single=single)
 
     def _signal(self) -> None:
         with self._wake:
@@ -1213,13 +1157,6 @@ class SQLBackend(Backend):
         return True
 
 
-# In a RETURNING list on PostgreSQL: this transaction's commit does not wait
-# for its WAL to reach the disk. For claims, heartbeats and progress only: a
-# server crash may undo the last of those (as if the worker had died: the job
-# runs again, at least once), never an enqueue or a finish, and never half of one.
-_RELAXED_COMMIT = sa.func.set_config("synchronous_commit", "off", True).label("jobrunner_relaxed")
-
-
 def _outcome_row(outcome: Outcome) -> dict[str, Any]:
     """The columns a final outcome without progress writes."""
     values = schema.outcome_values(outcome)
@@ -1234,27 +1171,6 @@ def _moved(entry: list[int], seen: int) -> bool:
 
 def _is_finished(record: JobRecord) -> bool:
     return record.is_finished
-
-
-def _notifications(*, claimable: bool) -> list[sa.ColumnElement[Any]]:
-    # PostgreSQL's notifications of a changed row of jobs, as RETURNING columns.
-    notes: list[sa.ColumnElement[Any]] = [
-        sa.func.pg_notify(sql_listener.EVENTS_CHANNEL, jobs.c.id).label("jobrunner_event")
-    ]
-    if claimable:
-        notes.append(sa.func.pg_notify(sql_listener.CHANNEL, jobs.c.queue).label("jobrunner_work"))
-    return notes
-
-
-def _closing_when(closed: threading.Event) -> Callable[[Any, Any], None]:
-    # A pool checkin hook. Disposing of a pool closes only the connections in
-    # it: one a thread still running returns after close() would stay open.
-    # (It holds only the event, so the engine keeps no backend alive.)
-    def checkin(dbapi_connection: Any, connection_record: Any) -> None:
-        if closed.is_set():
-            connection_record.invalidate()
-
-    return checkin
 
 
 def _reset_after_fork() -> None:

@@ -434,6 +434,31 @@ class BoundClock(Clock):
         return sa.bindparam(AFTER, type_=UTCDateTime())
 
 
+class Traits:
+    """What the SQL backend's statements allow for on one kind of database.
+
+    :param dialect: The dialect of the backend's engine.
+    """
+
+    def __init__(self, dialect: sa.Dialect) -> None:
+        #: SQLite: one writer at a time, no row locks, and this machine's clock.
+        self.is_sqlite = dialect.name == "sqlite"
+        #: PostgreSQL: every change of a job notifies, and some commits may be relaxed.
+        self.is_postgres = dialect.name == "postgresql"
+        #: Whether an ``UPDATE`` can return the rows it changed (MariaDB's cannot).
+        self.returning: bool = dialect.update_returning
+        #: Whether hot reads get each record as one JSON column (see ``sql_schema.packed_record``).
+        self.packs_records = dialect.name in ("mysql", "mariadb")
+        #: Makes the :class:`Clock` of one operation.
+        self.clock = clock_factory(dialect)
+        #: Whether that clock is this machine's, a :class:`FixedClock` (on SQLite).
+        self.is_clock_fixed = isinstance(self.clock(), FixedClock)
+
+    def prebuilt_clock(self) -> Clock:
+        """The clock of a statement built once: a :class:`BoundClock` if the clock is fixed."""
+        return BoundClock() if self.is_clock_fixed else self.clock()
+
+
 def clock_factory(dialect: sa.Dialect) -> Callable[[], Clock]:
     """Makes a :class:`Clock` for each operation on *dialect*.
 
@@ -447,6 +472,14 @@ def clock_factory(dialect: sa.Dialect) -> Callable[[], Clock]:
     else:
         return FixedClock
     return lambda: server
+
+
+#: In a ``RETURNING`` list on PostgreSQL: this transaction's commit does not
+#: wait for its WAL to reach the disk. For claims, heartbeats and progress
+#: only: a server crash may undo the last of those (as if the worker had died:
+#: the job runs again, at least once), never an enqueue or a finish, and never
+#: half of one.
+RELAXED_COMMIT = sa.func.set_config("synchronous_commit", "off", True).label("jobrunner_relaxed")
 
 
 # -- errors ------------------------------------------------------------------

@@ -1,8 +1,10 @@
-"""The PostgreSQL ``LISTEN`` connection that wakes the claims and watchers waiting in a process.
+"""PostgreSQL's ``NOTIFY`` of each change of a job, and the ``LISTEN`` connection that wakes the
+claims and watchers waiting in a process.
 
 Enqueues and give-backs notify :data:`CHANNEL` in their own statement
 (delivered at commit), and every change of a job notifies
-:data:`EVENTS_CHANNEL` with the job's id. One connection per backend,
+:data:`EVENTS_CHANNEL` with the job's id: :func:`notifications` are the
+``RETURNING`` columns that send them. One connection per backend,
 outside the engine's pool, waits for those notifications in a thread and
 wakes every waiting claim, or the callers watching that job, so a new job
 starts at once, a finish is seen at once, and an idle worker sends no queries.
@@ -22,6 +24,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from .sql_dialects import CONNECT_TIMEOUT
+from .sql_schema import jobs
 
 logger = logging.getLogger("flask_jobrunner.backends.sql")
 
@@ -31,6 +34,42 @@ CHANNEL = "jobrunner_jobs"
 EVENTS_CHANNEL = "jobrunner_events"
 #: Seconds the listening thread stays after the last claim stopped waiting.
 LISTEN_IDLE = 2.0
+
+
+def notifications(*, claimable: bool) -> list[sa.ColumnElement[Any]]:
+    """The notifications of a changed row of ``jobs``, as ``RETURNING`` columns.
+
+    :param claimable: Whether the job may be claimed now (it is pending).
+    """
+    notes: list[sa.ColumnElement[Any]] = [
+        sa.func.pg_notify(EVENTS_CHANNEL, jobs.c.id).label("jobrunner_event")
+    ]
+    if claimable:
+        notes.append(sa.func.pg_notify(CHANNEL, jobs.c.queue).label("jobrunner_work"))
+    return notes
+
+
+def execute_notifying(
+    connection: sa.Connection, statement: Any, *, notifies: bool, claimable: bool = True
+) -> bool:
+    """Execute an ``INSERT`` or ``UPDATE`` of ``jobs``; whether it changed a row.
+
+    If *notifies* (on PostgreSQL), each changed row also notifies (delivered
+    at commit), in the same round trip: that it changed, and if *claimable*,
+    that it may be claimed now.
+    """
+    if notifies:
+        notified = statement.returning(*notifications(claimable=claimable))
+        return bool(connection.execute(notified).all())
+    return bool(connection.execute(statement).rowcount)
+
+
+def changed_a_row(
+    connection: sa.Connection, statement: Any, parameters: Any, *, notifies: bool
+) -> bool:
+    """Whether a prebuilt ``UPDATE`` changed a row; if *notifies*, it returns its notifications."""
+    result = connection.execute(statement, parameters)
+    return bool(result.all()) if notifies else bool(result.rowcount)
 
 
 def connector(engine: sa.Engine) -> Callable[[], Any]:
