@@ -19,7 +19,6 @@ from __future__ import annotations
 import functools
 import os
 import threading
-import time
 import uuid
 import weakref
 from collections.abc import Callable, Sequence
@@ -37,21 +36,13 @@ from ..errors import (
 )
 from ..record import Claim, JobRecord, JobStatus, LeaseState, Outcome, Progress, utcnow
 from . import sql_dialects as dialects
-from . import sql_listener, sql_transactions
+from . import sql_listener, sql_transactions, sql_waiting
 from . import sql_schema as schema
 from .base import Backend, check_plain_records, decode_cursor, encode_cursor, is_newer
 from .sql_schema import job_progress, jobs, metadata, to_record, to_row
 
 T = TypeVar("T")
 
-#: The first and the longest pause between two polls of a waiting claim or watcher.
-POLL_MIN, POLL_MAX = 0.001, 0.1
-#: Seconds after the last sign of work during which a waiting claim polls often.
-BUSY_SPELL = 1.0
-#: The longest pause between two polls of a waiting claim during such a spell.
-BUSY_POLL = 0.004
-#: The same on SQLite, where a poll first asks whether anything changed at all.
-SQLITE_BUSY_POLL = 0.0005
 #: Rows per statement of a bulk insert: smaller pages cost psycopg less to convert.
 BULK_ROWS = 100
 #: Jobs finished by one statement of :meth:`SQLBackend.finish_many`.
@@ -118,7 +109,9 @@ class SQLBackend(Backend):
         )
         # On SQLite: a look, for microseconds, whether a poll could find anything new.
         self._changes = dialects.sqlite_changes(self.engine)
-        self._busy_poll = BUSY_POLL if self._changes is None else SQLITE_BUSY_POLL
+        self._busy_poll = (
+            sql_waiting.BUSY_POLL if self._changes is None else sql_waiting.SQLITE_BUSY_POLL
+        )
         self._transactions = sql_transactions.Transactions(
             self.engine, self._autocommit, where=self._where
         )
@@ -138,13 +131,8 @@ class SQLBackend(Backend):
 
     def _reset_locks(self) -> None:
         self._setup_lock = threading.Lock()
-        self._wake = threading.Condition()
-        self._signals = 0
-        self._interrupts = 0
-        self._last_work = 0.0
-        # Job id -> [changes seen, callers watching], for wait_changed on PostgreSQL.
-        self._watch = threading.Condition()
-        self._watched: dict[str, list[int]] = {}
+        self._wakeups = sql_waiting.Wakeups()
+        self._watches = sql_waiting.JobWatches()
 
     @classmethod
     def from_url(cls, url: str, **settings: Any) -> SQLBackend:
@@ -256,70 +244,22 @@ class SQLBackend(Backend):
             return self._run(
                 functools.partial(take, look_ahead=False), write=True, single=self._returning
             )[0]
-        deadline = time.monotonic() + timeout
-        with self._wake:
-            interrupts = self._interrupts
-        listener = self._listener
-        if listener is not None:
-            listener.enter(min(timeout, dialects.CONNECT_TIMEOUT))
-        try:
-            poll, look_ahead, due_by, woken = POLL_MIN, True, None, True
-            while True:
-                with self._wake:
-                    signals = self._signals
-                    if self._interrupts != interrupts:
-                        return []
-                # Before any read, so a commit after it reads as a change next time.
-                changed = self._changes is None or self._changes.has_changed()
-                informed = look_ahead
-                if woken or look_ahead:
-                    claims, due_in = self._run(
-                        functools.partial(take, look_ahead=look_ahead),
-                        write=True,
-                        single=self._returning,
-                    )
-                elif not self._is_sqlite:
-                    claims, due_in = self._run(
-                        functools.partial(take, look_ahead=False),
-                        write=True,
-                        single=self._returning,
-                    )
-                elif changed:
-                    # A read, which takes no lock, so that an idle claim never
-                    # holds up a writer; then the write only if a job is due.
-                    due_in, informed = self._due_in(queues), True
-                    claims = []
-                    if due_in is not None and due_in <= 0:
-                        claims, due_in = self._run(
-                            functools.partial(take, look_ahead=True),
-                            write=True,
-                            single=self._returning,
-                        )
-                else:  # nothing committed since the last poll: nothing new can be due
-                    claims, due_in = [], None
-                now = time.monotonic()
-                if claims:
-                    self._last_work = now
-                if claims or now >= deadline:
-                    return claims
-                if informed:
-                    due_by = None if due_in is None else now + due_in
-                pause = deadline - now
-                if due_by is not None:
-                    pause = min(pause, max(due_by - now, POLL_MIN))
-                if listener is None or not listener.is_listening:
-                    # Work tends to come in spells: poll often while one lasts.
-                    busy = now - self._last_work < BUSY_SPELL
-                    pause = min(pause, min(poll, self._busy_poll) if busy else poll)
-                woken = self._wait_for_news(signals, interrupts, pause)
-                if woken:
-                    poll, look_ahead = POLL_MIN, True
-                else:
-                    poll = min(poll * 2, POLL_MAX)
-                    look_ahead = due_by is not None and time.monotonic() >= due_by
-        finally:
-            if listener is not None:
-                listener.leave()
+
+        def claim_now(look_ahead: bool) -> tuple[list[Claim], float | None]:
+            return self._run(
+                functools.partial(take, look_ahead=look_ahead), write=True, single=self._returning
+            )
+
+        return sql_waiting.wait_for_claims(
+            claim_now,
+            functools.partial(self._due_in, queues),
+            timeout=timeout,
+            wakeups=self._wakeups,
+            listener=self._listener,
+            changes=self._changes,
+            reads_first=self._is_sqlite,
+            busy_poll=self._busy_poll,
+        )
 
     def _due_in(self, queues: Sequence[str]) -> float | None:
         # Seconds until the next pending job of *queues* is due (none or
@@ -571,13 +511,6 @@ class SQLBackend(Backend):
             sa.bindparam("jobrunner_lease_end", type_=schema.UTCDateTime()),
         )
         return sa.update(jobs).where(jobs.c.id.in_(ids)).values(values)
-
-    def _wait_for_news(self, signals: int, interrupts: int, timeout: float) -> bool:
-        # Whether something happened (work may have arrived, or an interrupt).
-        with self._wake:
-            return self._wake.wait_for(
-                lambda: self._signals != signals or self._interrupts != interrupts, timeout
-            )
 
     # -- writes of the job's holder -----------------------------------------
 
@@ -985,8 +918,8 @@ class SQLBackend(Backend):
         it polls, every millisecond at first and less often as time goes by.
         """
         if self._listener is None:
-            return self._poll_until(job_id, _is_finished, timeout)
-        return self._watch_until(job_id, _is_finished, timeout)
+            return sql_waiting.poll_until(self.get, job_id, _is_finished, timeout)
+        return self._watches.watch_until(self._listener, self.get, job_id, _is_finished, timeout)
 
     def wait_changed(self, job_id: str, after: datetime | None, timeout: float) -> JobRecord | None:
         """Wait up to *timeout* seconds for the job to change after revision *after*.
@@ -996,58 +929,13 @@ class SQLBackend(Backend):
         """
         if self._listener is None:
             return super().wait_changed(job_id, after, timeout)
-        return self._watch_until(job_id, lambda record: is_newer(record, after), timeout)
-
-    def _poll_until(
-        self, job_id: str, is_done: Callable[[JobRecord], bool], timeout: float
-    ) -> JobRecord | None:
-        deadline = time.monotonic() + timeout
-        interval = POLL_MIN
-        while True:
-            record = self.get(job_id)
-            remaining = deadline - time.monotonic()
-            if record is None or is_done(record) or remaining <= 0:
-                return record
-            time.sleep(min(interval, remaining))
-            interval = min(interval * 1.25, 0.25)
-
-    def _watch_until(
-        self, job_id: str, is_done: Callable[[JobRecord], bool], timeout: float
-    ) -> JobRecord | None:
-        # Watches before each read, so a change between read and wait still wakes it.
-        listener = self._listener
-        assert listener is not None
-        deadline = time.monotonic() + timeout
-        with self._watch:
-            entry = self._watched.setdefault(job_id, [0, 0])
-            entry[1] += 1
-        listener.enter(min(timeout, dialects.CONNECT_TIMEOUT))
-        try:
-            poll = POLL_MIN
-            while True:
-                with self._watch:
-                    seen = entry[0]
-                record = self.get(job_id)
-                remaining = deadline - time.monotonic()
-                if record is None or is_done(record) or remaining <= 0:
-                    return record
-                # Polls only while the listener is not (yet, or any more) connected.
-                pause = remaining if listener.is_listening else min(remaining, poll)
-                with self._watch:
-                    woken = self._watch.wait_for(functools.partial(_moved, entry, seen), pause)
-                poll = POLL_MIN if woken else min(poll * 2, POLL_MAX)
-        finally:
-            listener.leave()
-            with self._watch:
-                entry[1] -= 1
-                if entry[1] == 0:
-                    del self._watched[job_id]
+        return self._watches.watch_until(
+            self._listener, self.get, job_id, lambda record: is_newer(record, after), timeout
+        )
 
     def interrupt(self) -> None:
         """Wake every :meth:`claim` waiting in this process; each returns what it has."""
-        with self._wake:
-            self._interrupts += 1
-            self._wake.notify_all()
+        self._wakeups.interrupt()
 
     def close(self) -> None:
         """Stop listening, and dispose of the engine if the backend made it."""
@@ -1073,22 +961,11 @@ class SQLBackend(Backend):
         return self._transactions.run(work, write=write, single=single)
 
     def _signal(self) -> None:
-        with self._wake:
-            self._signals += 1
-            self._last_work = time.monotonic()
-            self._wake.notify_all()
+        self._wakeups.signal()
 
     def _job_changed(self, job_id: str | None) -> None:
         # From the listener: job *job_id* changed (None: any may have).
-        with self._watch:
-            if job_id is None:
-                for watched in self._watched.values():
-                    watched[0] += 1
-            elif (entry := self._watched.get(job_id)) is not None:
-                entry[0] += 1
-            else:
-                return
-            self._watch.notify_all()
+        self._watches.job_changed(job_id)
 
     def _signal_locally(self) -> None:
         # A claim waiting in this process need not wait for its next poll.
@@ -1162,11 +1039,6 @@ def _outcome_row(outcome: Outcome) -> dict[str, Any]:
     values = schema.outcome_values(outcome)
     values["status"] = outcome.status.value
     return values
-
-
-def _moved(entry: list[int], seen: int) -> bool:
-    # Whether a watched job's change count moved on from *seen*.
-    return entry[0] != seen
 
 
 def _is_finished(record: JobRecord) -> bool:
