@@ -19,7 +19,6 @@ from __future__ import annotations
 import functools
 import os
 import threading
-import uuid
 import weakref
 from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
@@ -35,10 +34,10 @@ from ..errors import (
     JobRunnerError,
 )
 from ..record import Claim, JobRecord, JobStatus, LeaseState, Outcome, Progress, utcnow
+from . import sql_claims, sql_listener, sql_reads, sql_transactions, sql_waiting
 from . import sql_dialects as dialects
-from . import sql_listener, sql_transactions, sql_waiting
 from . import sql_schema as schema
-from .base import Backend, check_plain_records, decode_cursor, encode_cursor, is_newer
+from .base import Backend, check_plain_records, encode_cursor, is_newer
 from .sql_schema import job_progress, jobs, metadata, to_record, to_row
 
 T = TypeVar("T")
@@ -82,13 +81,14 @@ class SQLBackend(Backend):
         self.create_tables = create_tables
         self._owns_engine = owns_engine
         dialect = self.engine.dialect
-        self._is_sqlite = dialect.name == "sqlite"
-        self._is_postgres = dialect.name == "postgresql"
-        self._returning = dialect.update_returning
-        # Whether the hot reads get each record as one JSON column (see schema.packed_record).
-        self._packs_records = dialect.name in ("mysql", "mariadb")
-        self._clock = dialects.clock_factory(dialect)
-        self._is_clock_fixed = isinstance(self._clock(), dialects.FixedClock)
+        traits = dialects.Traits(dialect)
+        self._is_sqlite = traits.is_sqlite
+        self._is_postgres = traits.is_postgres
+        self._returning = traits.returning
+        self._clock = traits.clock
+        self._is_clock_fixed = traits.is_clock_fixed
+        self._reader = sql_reads.RecordReader(packs_records=traits.packs_records)
+        self._claims = sql_claims.Claims(traits, self._reader)
         self._where = self.engine.url.render_as_string(hide_password=True)
         #: Whether a waiting claim is woken by ``NOTIFY``: PostgreSQL with psycopg.
         self.blocking = self._is_postgres and dialect.driver == "psycopg"
@@ -239,7 +239,7 @@ class SQLBackend(Backend):
         """Take up to *limit* due jobs in one round trip, waiting up to *timeout* for one."""
         if not queues or limit < 1:
             return []
-        take = functools.partial(self._take, queues=list(queues), lease=lease, limit=limit)
+        take = functools.partial(self._claims.take, queues=list(queues), lease=lease, limit=limit)
         if timeout <= 0:
             return self._run(
                 functools.partial(take, look_ahead=False), write=True, single=self._returning
@@ -262,25 +262,7 @@ class SQLBackend(Backend):
         )
 
     def _due_in(self, queues: Sequence[str]) -> float | None:
-        # Seconds until the next pending job of *queues* is due (none or
-        # less: one is due now), or None when there is none; by a read.
-        parameters: dict[str, Any] = {"jobrunner_queues": list(queues)}
-        if self._is_clock_fixed:
-            parameters["jobrunner_now"] = utcnow()
-        due, now = self._run(
-            lambda connection: connection.execute(self._due_statement, parameters).one(),
-            write=False,
-        )
-        return None if due is None else (due - now).total_seconds()
-
-    @functools.cached_property
-    def _due_statement(self) -> sa.Select[Any, datetime]:
-        # When the next pending job of some queues is due, and the time now; built once.
-        clock = dialects.BoundClock() if self._is_clock_fixed else self._clock()
-        queues = sa.bindparam("jobrunner_queues", expanding=True, type_=jobs.c.queue.type)
-        return sa.select(sa.func.min(jobs.c.due_at), clock.now).where(
-            jobs.c.queue.in_(queues), jobs.c.status == schema.PENDING
-        )
+        return self._run(functools.partial(self._claims.due_in, queues=list(queues)), write=False)
 
     def _insert(self, connection: sa.Connection, *, record: JobRecord) -> None:
         row = to_row(record)
@@ -361,156 +343,6 @@ class SQLBackend(Backend):
         if any(row.id == record.id for row in rows):
             raise JobRunnerError(f"A job with the id '{record.id}' is already stored.")
         return None
-
-    def _take(
-        self,
-        connection: sa.Connection,
-        *,
-        queues: list[str],
-        lease: float,
-        limit: int,
-        look_ahead: bool,
-    ) -> tuple[list[Claim], float | None]:
-        # Claims, and (if asked for, when there were none) the seconds until
-        # the next pending job of these queues is due.
-        clock = self._clock()
-        prefix = uuid.uuid4().hex  # each token is prefix + job id: new and unique per claim
-        if self._returning:
-            records = self._take_returning(connection, clock, queues, prefix, lease, limit)
-        else:
-            records = self._take_selected(connection, clock, queues, prefix, lease, limit)
-        claims = [Claim(record, record.token or "") for record in records]
-        if claims or not look_ahead:
-            return claims, None
-        parameters: dict[str, Any] = {"jobrunner_queues": queues}
-        if isinstance(clock, dialects.FixedClock):
-            parameters["jobrunner_now"] = clock.value
-        due, now = connection.execute(self._due_statement, parameters).one()
-        return [], None if due is None else max((due - now).total_seconds(), 0.0)
-
-    def _take_returning(
-        self,
-        connection: sa.Connection,
-        clock: dialects.Clock,
-        queues: list[str],
-        prefix: str,
-        lease: float,
-        limit: int,
-    ) -> list[JobRecord]:
-        # One statement: UPDATE ... WHERE id IN (SELECT ... SKIP LOCKED) RETURNING.
-        parameters: dict[str, Any] = {
-            "jobrunner_queues": queues,
-            "jobrunner_limit": limit,
-            "jobrunner_prefix": prefix,
-        }
-        if isinstance(clock, dialects.FixedClock):
-            parameters["jobrunner_now"] = clock.value
-            parameters["jobrunner_lease_end"] = clock.value + timedelta(seconds=lease)
-        else:
-            parameters["jobrunner_lease"] = timedelta(seconds=lease)
-        taken = connection.execute(self._claim_statement, parameters).all()
-        return [to_record(row) for row in sorted(taken, key=lambda row: (row.due_at, row.id))]
-
-    @functools.cached_property
-    def _claim_statement(self) -> sa.Update:
-        # The claim, built once: building it costs more than running it.
-        clock: dialects.Clock
-        lease_end: sa.ColumnElement[datetime]
-        if self._is_clock_fixed:
-            clock = dialects.BoundClock()
-            lease_end = sa.bindparam("jobrunner_lease_end", type_=schema.UTCDateTime())
-        else:
-            clock = self._clock()
-            lease = sa.bindparam("jobrunner_lease", type_=sa.Interval())
-            lease_end = sa.type_coerce(clock.now + lease, schema.UTCDateTime())
-        ready = jobs.alias("ready")
-        queues = sa.bindparam("jobrunner_queues", expanding=True, type_=jobs.c.queue.type)
-        pick = (
-            sa.select(ready.c.id)
-            .where(ready.c.queue.in_(queues), ready.c.status == schema.PENDING)
-            .where(ready.c.due_at <= clock.now)
-            .order_by(ready.c.due_at, ready.c.id)
-            .limit(sa.bindparam("jobrunner_limit", type_=sa.Integer()))
-        )
-        if not self._is_sqlite:  # SQLite's immediate transaction already excludes other claims
-            pick = pick.with_for_update(skip_locked=True)
-        prefix = sa.bindparam("jobrunner_prefix", type_=jobs.c.token.type)
-        update = (
-            sa.update(jobs)
-            .where(jobs.c.id.in_(pick))
-            .values(schema.claimed(clock, prefix, lease_end))
-            .returning(*jobs.c)
-        )
-        if self._is_postgres:
-            update = update.returning(
-                *sql_listener.notifications(claimable=False), dialects.RELAXED_COMMIT
-            )
-        return update
-
-    def _take_selected(
-        self,
-        connection: sa.Connection,
-        clock: dialects.Clock,
-        queues: list[str],
-        prefix: str,
-        lease: float,
-        limit: int,
-    ) -> list[JobRecord]:
-        # MariaDB has neither UPDATE ... RETURNING nor LIMIT in an IN subquery:
-        # lock the rows, then update them with the database time read alongside.
-        parameters: dict[str, Any] = {"jobrunner_queues": queues, "jobrunner_limit": limit}
-        if isinstance(clock, dialects.FixedClock):
-            parameters["jobrunner_now"] = clock.value
-        rows = connection.execute(self._lock_ready_statement, parameters).all()
-        if not rows:
-            return []
-        now: datetime = rows[0].jobrunner_now
-        lease_end = now + timedelta(seconds=lease)
-        records = [self._record_of(row) for row in rows]
-        connection.execute(
-            self._claim_locked_statement,
-            {
-                "jobrunner_ids": [record.id for record in records],
-                "jobrunner_now": now,
-                "jobrunner_prefix": prefix,
-                "jobrunner_lease_end": lease_end,
-            },
-        )
-        for record in records:
-            record.status = JobStatus.IN_PROGRESS
-            record.token = prefix + record.id
-            record.attempts += 1
-            record.cancel_requested = False
-            record.updated_at = now
-            record.started_at = record.started_at or now
-            record.lease_expires_at = lease_end
-        return records
-
-    @functools.cached_property
-    def _lock_ready_statement(self) -> sa.Select[Any]:
-        # The first half of a claim without RETURNING, built once: building
-        # it costs more than running it.
-        clock = dialects.BoundClock() if self._is_clock_fixed else self._clock()
-        queues = sa.bindparam("jobrunner_queues", expanding=True, type_=jobs.c.queue.type)
-        return (
-            sa.select(*self._record_columns, clock.now.label("jobrunner_now"))
-            .where(jobs.c.queue.in_(queues), jobs.c.status == schema.PENDING)
-            .where(jobs.c.due_at <= clock.now)
-            .order_by(jobs.c.due_at, jobs.c.id)
-            .limit(sa.bindparam("jobrunner_limit", type_=sa.Integer()))
-            .with_for_update(skip_locked=True)
-        )
-
-    @functools.cached_property
-    def _claim_locked_statement(self) -> sa.Update:
-        # Its second half: the locked rows claimed at the time the first half read.
-        ids = sa.bindparam("jobrunner_ids", expanding=True, type_=jobs.c.id.type)
-        values = schema.claimed(
-            dialects.BoundClock(),
-            sa.bindparam("jobrunner_prefix", type_=jobs.c.token.type),
-            sa.bindparam("jobrunner_lease_end", type_=schema.UTCDateTime()),
-        )
-        return sa.update(jobs).where(jobs.c.id.in_(ids)).values(values)
 
     # -- writes of the job's holder -----------------------------------------
 
@@ -804,14 +636,14 @@ class SQLBackend(Backend):
                         return to_record(row)
                 elif connection.execute(update).rowcount:
                     break
-            return self._select_one(connection, job_id)
+            return self._reader.select_one(connection, job_id)
 
         return self._run(write, write=True)
 
     def get(self, job_id: str) -> JobRecord | None:
         """The stored job, or ``None``."""
         return self._run(
-            lambda connection: self._select_one(connection, job_id), write=False, single=True
+            lambda connection: self._reader.select_one(connection, job_id), write=False, single=True
         )
 
     def list_jobs(
@@ -826,22 +658,9 @@ class SQLBackend(Backend):
         """A newest-first page of jobs, by ``(created_at, id)``."""
         if limit < 1:
             raise InvalidArguments(f"'limit' must be at least 1, not {limit}.")
-        query = sa.select(jobs)
-        if status is not None:
-            query = query.where(jobs.c.status == JobStatus(status).value)
-        if task is not None:
-            query = query.where(jobs.c.task == task)
-        if created_by is not None:
-            query = query.where(jobs.c.created_by == created_by)
-        if cursor:
-            created_at, job_id = decode_cursor(cursor)
-            query = query.where(
-                sa.or_(
-                    jobs.c.created_at < created_at,
-                    sa.and_(jobs.c.created_at == created_at, jobs.c.id < job_id),
-                )
-            )
-        query = query.order_by(jobs.c.created_at.desc(), jobs.c.id.desc()).limit(limit + 1)
+        query = sql_reads.page_query(
+            status=status, task=task, created_by=created_by, limit=limit, cursor=cursor
+        )
         rows = self._run(
             lambda connection: connection.execute(query).all(), write=False, single=True
         )
@@ -893,7 +712,7 @@ class SQLBackend(Backend):
 
     def counts(self) -> dict[JobStatus, int]:
         """How many jobs are in each status, in one ``GROUP BY``."""
-        query = sa.select(jobs.c.status, sa.func.count()).group_by(jobs.c.status)
+        query = sql_reads.counts_query()
         rows = self._run(
             lambda connection: connection.execute(query).all(), write=False, single=True
         )
@@ -972,23 +791,6 @@ class SQLBackend(Backend):
         # (PostgreSQL's notification reaches it anyway.)
         if not self.blocking:
             self._signal()
-
-    def _select_one(self, connection: sa.Connection, job_id: str) -> JobRecord | None:
-        row = connection.execute(self._select_one_statement, {"jobrunner_id": job_id}).first()
-        return None if row is None else self._record_of(row)
-
-    @functools.cached_property
-    def _record_columns(self) -> list[sa.ColumnElement[Any]]:
-        # What a hot read selects of jobs: read back by _record_of.
-        return [schema.packed_record()] if self._packs_records else list(jobs.c)
-
-    @functools.cached_property
-    def _select_one_statement(self) -> sa.Select[Any]:
-        return sa.select(*self._record_columns).where(jobs.c.id == sa.bindparam("jobrunner_id"))
-
-    def _record_of(self, row: sa.Row[Any]) -> JobRecord:
-        # The record in a row of _record_columns.
-        return schema.from_packed(row[0]) if self._packs_records else to_record(row)
 
     def _delete(self, connection: sa.Connection, which: sa.ColumnElement[bool]) -> int:
         # PostgreSQL and InnoDB drop the progress rows by the foreign key's

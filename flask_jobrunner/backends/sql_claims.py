@@ -1,0 +1,212 @@
+"""How the SQL backend claims jobs: the statements of a claim, built once, and running them.
+
+A claim takes several due jobs of some queues in one round trip and never
+hands a job to two claimers: one ``UPDATE ... WHERE id IN (SELECT ... FOR
+UPDATE SKIP LOCKED) RETURNING`` where the database can, an immediate
+transaction on SQLite, and on MariaDB (no ``UPDATE ... RETURNING``) a
+``SELECT ... FOR UPDATE SKIP LOCKED`` then an ``UPDATE`` of the rows it
+locked. Each token is a new prefix plus the job's id. A claim that takes
+nothing can also tell when the next job of those queues is due.
+"""
+
+from __future__ import annotations
+
+import functools
+import uuid
+from datetime import datetime, timedelta
+from typing import Any
+
+import sqlalchemy as sa
+
+from ..record import Claim, JobRecord, JobStatus, utcnow
+from . import sql_dialects as dialects
+from . import sql_listener
+from . import sql_schema as schema
+from .sql_reads import RecordReader
+from .sql_schema import jobs, to_record
+
+
+class Claims:
+    """Claims due jobs, on one kind of database.
+
+    Its statements are built once, on first use: building them costs more
+    than running them.
+
+    :param traits: What the statements allow for on the database.
+    :param reader: How the rows locked by a claim without ``RETURNING`` are read.
+    """
+
+    def __init__(self, traits: dialects.Traits, reader: RecordReader) -> None:
+        self._traits = traits
+        self._reader = reader
+
+    def take(
+        self,
+        connection: sa.Connection,
+        *,
+        queues: list[str],
+        lease: float,
+        limit: int,
+        look_ahead: bool,
+    ) -> tuple[list[Claim], float | None]:
+        """Claims, and (if *look_ahead*, when there are none) the seconds until the next is due.
+
+        Those seconds are ``None`` when no job of *queues* is pending.
+        """
+        clock = self._traits.clock()
+        prefix = uuid.uuid4().hex  # each token is prefix + job id: new and unique per claim
+        if self._traits.returning:
+            records = self._take_returning(connection, clock, queues, prefix, lease, limit)
+        else:
+            records = self._take_selected(connection, clock, queues, prefix, lease, limit)
+        claims = [Claim(record, record.token or "") for record in records]
+        if claims or not look_ahead:
+            return claims, None
+        parameters: dict[str, Any] = {"jobrunner_queues": queues}
+        if isinstance(clock, dialects.FixedClock):
+            parameters["jobrunner_now"] = clock.value
+        due, now = connection.execute(self._due_statement, parameters).one()
+        return [], None if due is None else max((due - now).total_seconds(), 0.0)
+
+    def due_in(self, connection: sa.Connection, queues: list[str]) -> float | None:
+        """Seconds until the next pending job of *queues* is due, by a read.
+
+        ``None`` when there is none; none or less when one is due now.
+        """
+        parameters: dict[str, Any] = {"jobrunner_queues": queues}
+        if self._traits.is_clock_fixed:
+            parameters["jobrunner_now"] = utcnow()
+        due, now = connection.execute(self._due_statement, parameters).one()
+        return None if due is None else (due - now).total_seconds()
+
+    @functools.cached_property
+    def _due_statement(self) -> sa.Select[Any, datetime]:
+        # When the next pending job of some queues is due, and the time now.
+        clock = self._traits.prebuilt_clock()
+        queues = sa.bindparam("jobrunner_queues", expanding=True, type_=jobs.c.queue.type)
+        return sa.select(sa.func.min(jobs.c.due_at), clock.now).where(
+            jobs.c.queue.in_(queues), jobs.c.status == schema.PENDING
+        )
+
+    def _take_returning(
+        self,
+        connection: sa.Connection,
+        clock: dialects.Clock,
+        queues: list[str],
+        prefix: str,
+        lease: float,
+        limit: int,
+    ) -> list[JobRecord]:
+        # One statement: UPDATE ... WHERE id IN (SELECT ... SKIP LOCKED) RETURNING.
+        parameters: dict[str, Any] = {
+            "jobrunner_queues": queues,
+            "jobrunner_limit": limit,
+            "jobrunner_prefix": prefix,
+        }
+        if isinstance(clock, dialects.FixedClock):
+            parameters["jobrunner_now"] = clock.value
+            parameters["jobrunner_lease_end"] = clock.value + timedelta(seconds=lease)
+        else:
+            parameters["jobrunner_lease"] = timedelta(seconds=lease)
+        taken = connection.execute(self._claim_statement, parameters).all()
+        return [to_record(row) for row in sorted(taken, key=lambda row: (row.due_at, row.id))]
+
+    @functools.cached_property
+    def _claim_statement(self) -> sa.Update:
+        traits = self._traits
+        clock: dialects.Clock
+        lease_end: sa.ColumnElement[datetime]
+        if traits.is_clock_fixed:
+            clock = dialects.BoundClock()
+            lease_end = sa.bindparam("jobrunner_lease_end", type_=schema.UTCDateTime())
+        else:
+            clock = traits.clock()
+            lease = sa.bindparam("jobrunner_lease", type_=sa.Interval())
+            lease_end = sa.type_coerce(clock.now + lease, schema.UTCDateTime())
+        ready = jobs.alias("ready")
+        queues = sa.bindparam("jobrunner_queues", expanding=True, type_=jobs.c.queue.type)
+        pick = (
+            sa.select(ready.c.id)
+            .where(ready.c.queue.in_(queues), ready.c.status == schema.PENDING)
+            .where(ready.c.due_at <= clock.now)
+            .order_by(ready.c.due_at, ready.c.id)
+            .limit(sa.bindparam("jobrunner_limit", type_=sa.Integer()))
+        )
+        if not traits.is_sqlite:  # SQLite's immediate transaction already excludes other claims
+            pick = pick.with_for_update(skip_locked=True)
+        prefix = sa.bindparam("jobrunner_prefix", type_=jobs.c.token.type)
+        update = (
+            sa.update(jobs)
+            .where(jobs.c.id.in_(pick))
+            .values(schema.claimed(clock, prefix, lease_end))
+            .returning(*jobs.c)
+        )
+        if traits.is_postgres:
+            update = update.returning(
+                *sql_listener.notifications(claimable=False), dialects.RELAXED_COMMIT
+            )
+        return update
+
+    def _take_selected(
+        self,
+        connection: sa.Connection,
+        clock: dialects.Clock,
+        queues: list[str],
+        prefix: str,
+        lease: float,
+        limit: int,
+    ) -> list[JobRecord]:
+        # MariaDB has neither UPDATE ... RETURNING nor LIMIT in an IN subquery:
+        # lock the rows, then update them with the database time read alongside.
+        parameters: dict[str, Any] = {"jobrunner_queues": queues, "jobrunner_limit": limit}
+        if isinstance(clock, dialects.FixedClock):
+            parameters["jobrunner_now"] = clock.value
+        rows = connection.execute(self._lock_ready_statement, parameters).all()
+        if not rows:
+            return []
+        now: datetime = rows[0].jobrunner_now
+        lease_end = now + timedelta(seconds=lease)
+        records = [self._reader.record_of(row) for row in rows]
+        connection.execute(
+            self._claim_locked_statement,
+            {
+                "jobrunner_ids": [record.id for record in records],
+                "jobrunner_now": now,
+                "jobrunner_prefix": prefix,
+                "jobrunner_lease_end": lease_end,
+            },
+        )
+        for record in records:
+            record.status = JobStatus.IN_PROGRESS
+            record.token = prefix + record.id
+            record.attempts += 1
+            record.cancel_requested = False
+            record.updated_at = now
+            record.started_at = record.started_at or now
+            record.lease_expires_at = lease_end
+        return records
+
+    @functools.cached_property
+    def _lock_ready_statement(self) -> sa.Select[Any]:
+        # The first half of a claim without RETURNING.
+        clock = self._traits.prebuilt_clock()
+        queues = sa.bindparam("jobrunner_queues", expanding=True, type_=jobs.c.queue.type)
+        return (
+            sa.select(*self._reader.columns, clock.now.label("jobrunner_now"))
+            .where(jobs.c.queue.in_(queues), jobs.c.status == schema.PENDING)
+            .where(jobs.c.due_at <= clock.now)
+            .order_by(jobs.c.due_at, jobs.c.id)
+            .limit(sa.bindparam("jobrunner_limit", type_=sa.Integer()))
+            .with_for_update(skip_locked=True)
+        )
+
+    @functools.cached_property
+    def _claim_locked_statement(self) -> sa.Update:
+        # Its second half: the locked rows claimed at the time the first half read.
+        ids = sa.bindparam("jobrunner_ids", expanding=True, type_=jobs.c.id.type)
+        values = schema.claimed(
+            dialects.BoundClock(),
+            sa.bindparam("jobrunner_prefix", type_=jobs.c.token.type),
+            sa.bindparam("jobrunner_lease_end", type_=schema.UTCDateTime()),
+        )
+        return sa.update(jobs).where(jobs.c.id.in_(ids)).values(values)
