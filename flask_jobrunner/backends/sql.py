@@ -34,7 +34,7 @@ from ..errors import (
     JobRunnerError,
 )
 from ..record import Claim, JobRecord, JobStatus, LeaseState, Outcome, Progress, utcnow
-from . import sql_claims, sql_listener, sql_reads, sql_transactions, sql_waiting
+from . import sql_claims, sql_holder_writes, sql_listener, sql_reads, sql_transactions, sql_waiting
 from . import sql_dialects as dialects
 from . import sql_schema as schema
 from .base import Backend, check_plain_records, encode_cursor, is_newer
@@ -44,8 +44,6 @@ T = TypeVar("T")
 
 #: Rows per statement of a bulk insert: smaller pages cost psycopg less to convert.
 BULK_ROWS = 100
-#: Jobs finished by one statement of :meth:`SQLBackend.finish_many`.
-FINISH_BATCH = 200
 
 # Backends to reset in a forked child; weak, so a backend can still go away.
 _instances: weakref.WeakSet[SQLBackend] = weakref.WeakSet()
@@ -89,6 +87,7 @@ class SQLBackend(Backend):
         self._is_clock_fixed = traits.is_clock_fixed
         self._reader = sql_reads.RecordReader(packs_records=traits.packs_records)
         self._claims = sql_claims.Claims(traits, self._reader)
+        self._holder = sql_holder_writes.HolderWrites(traits)
         self._where = self.engine.url.render_as_string(hide_password=True)
         #: Whether a waiting claim is woken by ``NOTIFY``: PostgreSQL with psycopg.
         self.blocking = self._is_postgres and dialect.driver == "psycopg"
@@ -348,127 +347,34 @@ class SQLBackend(Backend):
 
     def heartbeat(self, job_id: str, token: str, *, lease: float) -> LeaseState:
         """Renew a held job's lease, in one ``UPDATE`` checked by token."""
-        parameters = {
-            "jobrunner_id": job_id,
-            "jobrunner_token": token,
-            dialects.AFTER: self._clock().after_value(lease),
-        }
+        parameters = self._holder.heartbeat_parameters(job_id, token, lease)
         return self._run(
-            lambda connection: self._renewed(connection, self._heartbeat_statements, parameters),
+            lambda connection: self._holder.heartbeat(connection, parameters),
             write=True,
             single=True,
         )
 
-    @functools.cached_property
-    def _heartbeat_statements(self) -> list[sa.Update]:
-        # The heartbeat, built once: with RETURNING one statement; without,
-        # the usual one (no cancel requested), then the other (see _renewed).
-        clock = dialects.BoundClock() if self._is_clock_fixed else self._clock()
-        renew = sa.update(jobs).values(lease_expires_at=clock.after_bound())
-        if not self._returning:
-            return [
-                renew.where(schema.held_bound(), sa.not_(jobs.c.cancel_requested)),
-                renew.where(schema.held_bound()),
-            ]
-        renew = renew.where(schema.held_bound()).returning(jobs.c.cancel_requested)
-        return [renew.returning(dialects.RELAXED_COMMIT) if self._is_postgres else renew]
-
-    def _renewed(
-        self, connection: sa.Connection, statements: list[sa.Update], parameters: dict[str, Any]
-    ) -> LeaseState:
-        # The lease state after prebuilt heartbeat statements.
-        if self._returning:
-            row = connection.execute(statements[0], parameters).first()
-            if row is None:
-                return LeaseState.LOST
-            return LeaseState.CANCEL_REQUESTED if row[0] else LeaseState.HELD
-        if connection.execute(statements[0], parameters).rowcount:
-            return LeaseState.HELD
-        if connection.execute(statements[1], parameters).rowcount:
-            return LeaseState.CANCEL_REQUESTED
-        return LeaseState.LOST
-
     def progress(self, job_id: str, token: str, progress: Progress, *, lease: float) -> LeaseState:
         """Store progress of a held job, renew its lease and log it in ``job_progress``."""
-
-        def write(connection: sa.Connection) -> LeaseState:
-            clock = self._clock()
-            values: dict[str, Any] = schema.progress_values(progress)
-            values.update(updated_at=clock.now, lease_expires_at=clock.after(lease))
-            state = self._renew(connection, job_id, token, values, notify=True)
-            if state is not LeaseState.LOST:
-                connection.execute(schema.log_progress(job_id))
-            return state
-
-        return self._run(write, write=True)
+        return self._run(
+            lambda connection: self._holder.progress(
+                connection, job_id, token, progress, lease=lease
+            ),
+            write=True,
+        )
 
     def finish(self, job_id: str, token: str, outcome: Outcome) -> bool:
         """Write the final state of a held job and free its unique key."""
         if outcome.progress is None:
-            parameters = {
-                f"jobrunner_{name}": value for name, value in _outcome_row(outcome).items()
-            }
-            parameters.update(jobrunner_id=job_id, jobrunner_token=token)
-            if self._is_clock_fixed:
-                parameters["jobrunner_now"] = utcnow()
+            parameters = self._holder.finish_parameters(job_id, token, outcome)
             return self._run(
-                lambda connection: sql_listener.changed_a_row(
-                    connection, self._finish_statement, parameters, notifies=self._is_postgres
-                ),
+                lambda connection: self._holder.finish_prebuilt(connection, parameters),
                 write=True,
                 single=True,
             )
-
-        def write(connection: sa.Connection) -> bool:
-            clock = self._clock()
-            values = schema.outcome_values(outcome)
-            values.update(
-                status=outcome.status.value,
-                token=None,
-                lease_expires_at=None,
-                finished_at=clock.now,
-                updated_at=clock.now,
-                active_unique_key=None,
-            )
-            update = sa.update(jobs).where(schema.held(job_id, token)).values(values)
-            done = sql_listener.execute_notifying(
-                connection, update, notifies=self._is_postgres, claimable=False
-            )
-            if done and outcome.progress is not None:
-                connection.execute(schema.log_progress(job_id))
-            return done
-
-        return self._run(write, write=True, single=outcome.progress is None)
-
-    @functools.cached_property
-    def _finish_statement(self) -> sa.Update:
-        # A finish without progress, built once.
-        clock = dialects.BoundClock() if self._is_clock_fixed else self._clock()
-        held = sa.and_(
-            jobs.c.id == sa.bindparam("jobrunner_id"),
-            jobs.c.token == sa.bindparam("jobrunner_token"),
-            jobs.c.status == schema.IN_PROGRESS,
-        )
-        written = {
-            name: sa.bindparam(f"jobrunner_{name}", type_=jobs.c[name].type)
-            for name in _outcome_row(Outcome(JobStatus.COMPLETED))
-        }
-        update = (
-            sa.update(jobs)
-            .where(held)
-            .values(
-                **written,
-                token=None,
-                lease_expires_at=None,
-                finished_at=clock.now,
-                updated_at=clock.now,
-                active_unique_key=None,
-            )
-        )
-        return (
-            update.returning(*sql_listener.notifications(claimable=False))
-            if self._is_postgres
-            else update
+        return self._run(
+            lambda connection: self._holder.finish(connection, job_id, token, outcome),
+            write=True,
         )
 
     def finish_many(self, finishes: Sequence[tuple[str, str, Outcome]]) -> list[bool]:
@@ -478,129 +384,38 @@ class SQLBackend(Backend):
         and claimed again meanwhile) is finished apart.
         """
         answers = [False] * len(finishes)
-        batch: dict[str, int] = {}
-        apart = []
-        for index, (job_id, _, _) in enumerate(finishes):
-            if job_id in batch:
-                apart.append(index)
-            else:
-                batch[job_id] = index
-        indexes = list(batch.values())
-        for start in range(0, len(indexes), FINISH_BATCH):
-            chunk = [finishes[index] for index in indexes[start : start + FINISH_BATCH]]
+        batches, apart = sql_holder_writes.distinct_batches(finishes)
+        for indexes in batches:
+            chunk = [finishes[index] for index in indexes]
             if len(chunk) == 1:
                 done = [self.finish(*chunk[0])]
             else:
                 logs = any(outcome.progress is not None for _, _, outcome in chunk)
-                write = functools.partial(self._finish_batch, finishes=chunk)
+                write = functools.partial(self._holder.finish_batch, finishes=chunk)
                 done = self._run(write, write=True, single=self._returning and not logs)
-            for index, was_done in zip(indexes[start : start + FINISH_BATCH], done, strict=True):
+            for index, was_done in zip(indexes, done, strict=True):
                 answers[index] = was_done
         for index in apart:
             answers[index] = self.finish(*finishes[index])
         return answers
 
-    def _finish_batch(
-        self, connection: sa.Connection, *, finishes: list[tuple[str, str, Outcome]]
-    ) -> list[bool]:
-        clock = self._clock()
-        held = sa.and_(
-            sa.tuple_(jobs.c.id, jobs.c.token).in_(
-                [(job_id, token) for job_id, token, _ in finishes]
-            ),
-            jobs.c.status == schema.IN_PROGRESS,
-        )
-        if self._returning:
-            which = held
-        else:  # MariaDB's UPDATE returns no rows: lock the held ones first
-            locked = connection.execute(sa.select(jobs.c.id).where(held).with_for_update())
-            ids = [row.id for row in locked]
-            if not ids:
-                return [False] * len(finishes)
-            which = jobs.c.id.in_(ids)
-        values = schema.finished_values([(job_id, outcome) for job_id, _, outcome in finishes])
-        values.update(
-            token=None,
-            lease_expires_at=None,
-            finished_at=clock.now,
-            updated_at=clock.now,
-            active_unique_key=None,
-        )
-        update = sa.update(jobs).where(which).values(values)
-        if self._returning:
-            update = update.returning(jobs.c.id)
-            if self._is_postgres:
-                update = update.returning(*sql_listener.notifications(claimable=False))
-            ids = [row.id for row in connection.execute(update)]
-        else:
-            connection.execute(update)
-        finished = set(ids)
-        logged = [job_id for job_id, _, outcome in finishes if outcome.progress is not None]
-        if any(job_id in finished for job_id in logged):
-            connection.execute(schema.log_progress([i for i in logged if i in finished]))
-        return [job_id in finished for job_id, _, _ in finishes]
-
     def retry_later(self, job_id: str, token: str, run_at: datetime, error: Outcome) -> bool:
         """Put a held job back as pending until *run_at*, keeping the attempt's error."""
-
-        def write(connection: sa.Connection) -> bool:
-            values = schema.outcome_values(error)
-            values.update(schema.given_back(self._clock()), run_at=run_at, due_at=run_at)
-            update = sa.update(jobs).where(schema.held(job_id, token)).values(values)
-            return sql_listener.execute_notifying(connection, update, notifies=self._is_postgres)
-
-        return self._given_back_by(write)
+        return self._given_back_by(
+            lambda connection: self._holder.retry_later(connection, job_id, token, run_at, error)
+        )
 
     def release(self, job_id: str, token: str) -> bool:
         """Give a held job back at once, in its old place, not counting the attempt."""
-
-        def write(connection: sa.Connection) -> bool:
-            clock = self._clock()
-            values = schema.given_back(clock)
-            values.update(
-                attempts=sa.case((jobs.c.attempts > 0, jobs.c.attempts - 1), else_=0),
-                run_at=None,
-                due_at=schema.no_later(jobs.c.created_at, clock),
-            )
-            update = sa.update(jobs).where(schema.held(job_id, token)).values(values)
-            return sql_listener.execute_notifying(connection, update, notifies=self._is_postgres)
-
-        return self._given_back_by(write)
+        return self._given_back_by(
+            lambda connection: self._holder.release(connection, job_id, token)
+        )
 
     def _given_back_by(self, write: Callable[[sa.Connection], bool]) -> bool:
         done = self._run(write, write=True, single=True)
         if done:
             self._signal_locally()
         return done
-
-    def _renew(
-        self,
-        connection: sa.Connection,
-        job_id: str,
-        token: str,
-        values: dict[str, Any],
-        *,
-        notify: bool = False,
-    ) -> LeaseState:
-        # *notify*: whether this is a change of the job (a heartbeat is not).
-        held = schema.held(job_id, token)
-        if self._returning:
-            renew = sa.update(jobs).where(held).values(values).returning(jobs.c.cancel_requested)
-            if self._is_postgres:
-                renew = renew.returning(dialects.RELAXED_COMMIT)
-                if notify:
-                    renew = renew.returning(*sql_listener.notifications(claimable=False))
-            row = connection.execute(renew).first()
-            if row is None:
-                return LeaseState.LOST
-            return LeaseState.CANCEL_REQUESTED if row[0] else LeaseState.HELD
-        # Without RETURNING: the usual case (no cancel requested) still takes one statement.
-        update = sa.update(jobs).where(held, sa.not_(jobs.c.cancel_requested)).values(values)
-        if connection.execute(update).rowcount:
-            return LeaseState.HELD
-        if connection.execute(sa.update(jobs).where(held).values(values)).rowcount:
-            return LeaseState.CANCEL_REQUESTED
-        return LeaseState.LOST
 
     # -- everyone else ------------------------------------------------------
 
@@ -834,13 +649,6 @@ class SQLBackend(Backend):
         except sa.exc.IntegrityError:
             return False
         return True
-
-
-def _outcome_row(outcome: Outcome) -> dict[str, Any]:
-    """The columns a final outcome without progress writes."""
-    values = schema.outcome_values(outcome)
-    values["status"] = outcome.status.value
-    return values
 
 
 def _is_finished(record: JobRecord) -> bool:
