@@ -30,20 +30,25 @@ from ..errors import (
     BackendUnavailable,
     ConfigurationError,
     InvalidArguments,
-    JobConflict,
-    JobRunnerError,
 )
-from ..record import Claim, JobRecord, JobStatus, LeaseState, Outcome, Progress, utcnow
-from . import sql_claims, sql_holder_writes, sql_listener, sql_reads, sql_transactions, sql_waiting
+from ..record import Claim, JobRecord, JobStatus, LeaseState, Outcome, Progress
+from . import (
+    sql_claims,
+    sql_enqueue,
+    sql_holder_writes,
+    sql_listener,
+    sql_reads,
+    sql_transactions,
+    sql_upkeep,
+    sql_waiting,
+)
 from . import sql_dialects as dialects
 from . import sql_schema as schema
 from .base import Backend, check_plain_records, encode_cursor, is_newer
-from .sql_schema import job_progress, jobs, metadata, to_record, to_row
+from .sql_schema import job_progress, jobs, metadata, to_record
 
 T = TypeVar("T")
 
-#: Rows per statement of a bulk insert: smaller pages cost psycopg less to convert.
-BULK_ROWS = 100
 
 # Backends to reset in a forked child; weak, so a backend can still go away.
 _instances: weakref.WeakSet[SQLBackend] = weakref.WeakSet()
@@ -79,7 +84,7 @@ class SQLBackend(Backend):
         self.create_tables = create_tables
         self._owns_engine = owns_engine
         dialect = self.engine.dialect
-        traits = dialects.Traits(dialect)
+        traits = self._traits = dialects.Traits(dialect)
         self._is_sqlite = traits.is_sqlite
         self._is_postgres = traits.is_postgres
         self._returning = traits.returning
@@ -88,6 +93,7 @@ class SQLBackend(Backend):
         self._reader = sql_reads.RecordReader(packs_records=traits.packs_records)
         self._claims = sql_claims.Claims(traits, self._reader)
         self._holder = sql_holder_writes.HolderWrites(traits)
+        self._inserts = sql_enqueue.Inserts(traits, dialect)
         self._where = self.engine.url.render_as_string(hide_password=True)
         #: Whether a waiting claim is woken by ``NOTIFY``: PostgreSQL with psycopg.
         self.blocking = self._is_postgres and dialect.driver == "psycopg"
@@ -199,9 +205,14 @@ class SQLBackend(Backend):
         stored.status = JobStatus.PENDING
         for _ in range(3):
             try:
-                self._run(functools.partial(self._insert, record=stored), write=True, single=True)
+                self._run(
+                    functools.partial(self._inserts.insert, record=stored), write=True, single=True
+                )
             except sa.exc.IntegrityError:
-                found = self._run(functools.partial(self._key_holder, record=stored), write=True)
+                holder = functools.partial(
+                    self._inserts.key_holder, record=stored, result_ttl=self.result_ttl
+                )
+                found = self._run(holder, write=True)
                 if found is not None:
                     return found.copy(), False
                 continue  # the holder finished or expired meanwhile
@@ -226,9 +237,9 @@ class SQLBackend(Backend):
         for record in stored:
             record.status = JobStatus.PENDING
         self._run(
-            functools.partial(self._insert_many, records=stored),
+            functools.partial(self._inserts.insert_many, records=stored),
             write=True,
-            single=len(stored) <= BULK_ROWS,
+            single=len(stored) <= sql_enqueue.BULK_ROWS,
         )
         self._signal_locally()
 
@@ -262,86 +273,6 @@ class SQLBackend(Backend):
 
     def _due_in(self, queues: Sequence[str]) -> float | None:
         return self._run(functools.partial(self._claims.due_in, queues=list(queues)), write=False)
-
-    def _insert(self, connection: sa.Connection, *, record: JobRecord) -> None:
-        row = to_row(record)
-        row["active_unique_key"] = record.unique_key
-        if self._is_clock_fixed:
-            row["due_at"] = record.run_at or min(record.created_at, utcnow())
-        else:
-            row["jobrunner_run_at"] = record.run_at
-            row["jobrunner_created_at"] = record.created_at
-        connection.execute(self._insert_statement, row)
-
-    @functools.cached_property
-    def _insert_statement(self) -> sa.Insert:
-        # Built once: building an INSERT of every column costs more than running it.
-        insert = sa.insert(jobs)
-        clock = self._clock()
-        if not self._is_clock_fixed:
-            run_at = sa.bindparam("jobrunner_run_at", type_=jobs.c.due_at.type)
-            created = sa.bindparam("jobrunner_created_at", type_=jobs.c.created_at.type)
-            insert = insert.values(
-                due_at=sa.case(
-                    (run_at.is_not(None), run_at), (created < clock.now, created), else_=clock.now
-                )
-            )
-        if self._is_postgres:
-            insert = insert.returning(*sql_listener.notifications(claimable=True))
-        return insert
-
-    def _insert_many(self, connection: sa.Connection, *, records: list[JobRecord]) -> None:
-        # The database clock's now is read once, so each row is plain values.
-        clock = self._clock()
-        if isinstance(clock, dialects.FixedClock):
-            now = clock.value
-        else:
-            now = connection.execute(sa.select(clock.now)).scalar_one()
-        rows = []
-        for record in records:
-            row = to_row(record)
-            first = min(record.created_at, now)
-            row["due_at"] = record.run_at if record.run_at is not None else first
-            row["active_unique_key"] = None
-            rows.append(row)
-        # One executemany: SQLAlchemy (psycopg) or PyMySQL turn it into
-        # multi-row INSERTs of up to BULK_ROWS rows each. A job stored
-        # already (a repeated call) is left as it is.
-        insert = dialects.insert_new(jobs, self.engine.dialect)
-        if self._is_postgres:
-            insert = insert.returning(*sql_listener.notifications(claimable=True))
-        connection.execution_options(insertmanyvalues_page_size=BULK_ROWS).execute(insert, rows)
-
-    def _key_holder(self, connection: sa.Connection, *, record: JobRecord) -> JobRecord | None:
-        # The job holding a key of *record*, or None when the insert may be tried again.
-        clock = self._clock()
-        holds = [jobs.c.id == record.id]
-        if record.idempotency_key is not None:
-            holds.append(jobs.c.idempotency_key == record.idempotency_key)
-        if record.unique_key is not None:
-            holds.append(jobs.c.active_unique_key == record.unique_key)
-        query = sa.select(jobs, clock.now.label("jobrunner_now")).where(sa.or_(*holds))
-        rows = connection.execute(query).all()
-        for row in rows:
-            holder = to_record(row)
-            if record.idempotency_key is None or holder.idempotency_key != record.idempotency_key:
-                continue
-            expiry = row.jobrunner_now - timedelta(seconds=self.result_ttl)
-            if holder.finished_at is None or holder.finished_at > expiry:
-                return holder
-            self._delete(connection, jobs.c.id == holder.id)  # expired: its key is free
-            return None
-        for row in rows:
-            if row.active_unique_key is not None and row.active_unique_key == record.unique_key:
-                holder = to_record(row)
-                raise JobConflict(
-                    f"The unique task '{record.task}' already has a job that is"
-                    f" {holder.status.value}: '{holder.id}'. Wait for it to finish.",
-                    holder,
-                )
-        if any(row.id == record.id for row in rows):
-            raise JobRunnerError(f"A job with the id '{record.id}' is already stored.")
-        return None
 
     # -- writes of the job's holder -----------------------------------------
 
@@ -485,41 +416,16 @@ class SQLBackend(Backend):
     def purge_expired(self) -> int:
         """Delete finished jobs past the result TTL, with their progress log."""
 
-        def purge(connection: sa.Connection) -> int:
-            cutoff = self._clock().after(-self.result_ttl)
-            return self._delete(connection, jobs.c.finished_at <= cutoff)
-
+        purge = functools.partial(
+            sql_upkeep.purge_expired, traits=self._traits, result_ttl=self.result_ttl
+        )
         return self._run(purge, write=True)
 
     def recover_expired(self, *, max_recoveries: int) -> list[JobRecord]:
         """Take back running jobs whose lease ended on the database's clock."""
-
-        def recover(connection: sa.Connection) -> list[JobRecord]:
-            clock = self._clock()
-            query = (
-                sa.select(jobs, clock.now.label("jobrunner_now"))
-                .where(jobs.c.status == schema.IN_PROGRESS, jobs.c.lease_expires_at <= clock.now)
-                .order_by(jobs.c.lease_expires_at)
-                .with_for_update(skip_locked=True)
-            )
-            changed = []
-            for row in connection.execute(query).all():
-                record = schema.recovered(to_record(row), row.jobrunner_now, max_recoveries)
-                values = to_row(record)
-                del values["id"]
-                if record.status is JobStatus.PENDING:
-                    values["due_at"] = min(record.created_at, row.jobrunner_now)
-                else:
-                    values["active_unique_key"] = None
-                update = sa.update(jobs).where(schema.held(record.id, row.token)).values(values)
-                sql_listener.execute_notifying(
-                    connection, update, notifies=self._is_postgres, claimable=False
-                )
-                changed.append(record)
-            if self._is_postgres and any(r.status is JobStatus.PENDING for r in changed):
-                connection.execute(sa.select(sa.func.pg_notify(sql_listener.CHANNEL, "")))
-            return changed
-
+        recover = functools.partial(
+            sql_upkeep.recover_expired, traits=self._traits, max_recoveries=max_recoveries
+        )
         changed = self._run(recover, write=True)
         if changed:
             self._signal_locally()
@@ -606,14 +512,6 @@ class SQLBackend(Backend):
         # (PostgreSQL's notification reaches it anyway.)
         if not self.blocking:
             self._signal()
-
-    def _delete(self, connection: sa.Connection, which: sa.ColumnElement[bool]) -> int:
-        # PostgreSQL and InnoDB drop the progress rows by the foreign key's
-        # ON DELETE CASCADE; SQLite enforces foreign keys only when asked to.
-        if self._is_sqlite:
-            doomed = sa.select(jobs.c.id).where(which)
-            connection.execute(sa.delete(job_progress).where(job_progress.c.job_id.in_(doomed)))
-        return connection.execute(sa.delete(jobs).where(which)).rowcount
 
     def _after_fork(self) -> None:
         # The parent's connections stay the parent's: the child opens its own.
