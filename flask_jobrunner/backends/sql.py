@@ -12,6 +12,15 @@ one round trip. On PostgreSQL every change of a job also notifies in that
 same statement: a waiting claim, and a caller waiting for a job to
 change or finish, are woken by ``LISTEN``/``NOTIFY``. Elsewhere they poll,
 briefly while work comes in and less often when there is none.
+
+This module holds :class:`SQLBackend` and its contract; each concept it
+uses lives beside it: :mod:`.sql_transactions` (running work, translating
+errors), :mod:`.sql_enqueue` (inserts), :mod:`.sql_claims` (claims),
+:mod:`.sql_holder_writes` (heartbeats, progress, finishes, give-backs),
+:mod:`.sql_reads` (reading records), :mod:`.sql_upkeep` (recovery and
+purges), :mod:`.sql_waiting` (waiting for news), :mod:`.sql_listener`
+(``LISTEN``/``NOTIFY``), :mod:`.sql_schema` (tables and rows) and
+:mod:`.sql_dialects` (what differs between databases).
 """
 
 from __future__ import annotations
@@ -85,18 +94,13 @@ class SQLBackend(Backend):
         self._owns_engine = owns_engine
         dialect = self.engine.dialect
         traits = self._traits = dialects.Traits(dialect)
-        self._is_sqlite = traits.is_sqlite
-        self._is_postgres = traits.is_postgres
-        self._returning = traits.returning
-        self._clock = traits.clock
-        self._is_clock_fixed = traits.is_clock_fixed
         self._reader = sql_reads.RecordReader(packs_records=traits.packs_records)
         self._claims = sql_claims.Claims(traits, self._reader)
         self._holder = sql_holder_writes.HolderWrites(traits)
         self._inserts = sql_enqueue.Inserts(traits, dialect)
         self._where = self.engine.url.render_as_string(hide_password=True)
         #: Whether a waiting claim is woken by ``NOTIFY``: PostgreSQL with psycopg.
-        self.blocking = self._is_postgres and dialect.driver == "psycopg"
+        self.blocking = traits.is_postgres and dialect.driver == "psycopg"
         self._listener = (
             sql_listener.Listener(
                 sql_listener.connector(self.engine), self._signal, self._job_changed
@@ -171,7 +175,7 @@ class SQLBackend(Backend):
         SQLite databases are also switched to WAL mode, so reads never wait for writes.
         """
         with self._setup_lock, self._transactions.translated_errors():
-            if self._is_sqlite:
+            if self._traits.is_sqlite:
                 dialects.enable_wal(self.engine)
             if self.engine.dialect.name in ("mysql", "mariadb"):
                 for table in metadata.tables.values():
@@ -185,7 +189,7 @@ class SQLBackend(Backend):
 
     def now(self) -> datetime:
         """The database server's clock (for SQLite, this machine's)."""
-        clock = self._clock()
+        clock = self._traits.clock()
         if isinstance(clock, dialects.FixedClock):
             return clock.value
         moment: datetime = self._transactions.run(
@@ -252,12 +256,14 @@ class SQLBackend(Backend):
         take = functools.partial(self._claims.take, queues=list(queues), lease=lease, limit=limit)
         if timeout <= 0:
             return self._run(
-                functools.partial(take, look_ahead=False), write=True, single=self._returning
+                functools.partial(take, look_ahead=False), write=True, single=self._traits.returning
             )[0]
 
         def claim_now(look_ahead: bool) -> tuple[list[Claim], float | None]:
             return self._run(
-                functools.partial(take, look_ahead=look_ahead), write=True, single=self._returning
+                functools.partial(take, look_ahead=look_ahead),
+                write=True,
+                single=self._traits.returning,
             )
 
         return sql_waiting.wait_for_claims(
@@ -267,7 +273,7 @@ class SQLBackend(Backend):
             wakeups=self._wakeups,
             listener=self._listener,
             changes=self._changes,
-            reads_first=self._is_sqlite,
+            reads_first=self._traits.is_sqlite,
             busy_poll=self._busy_poll,
         )
 
@@ -323,7 +329,7 @@ class SQLBackend(Backend):
             else:
                 logs = any(outcome.progress is not None for _, _, outcome in chunk)
                 write = functools.partial(self._holder.finish_batch, finishes=chunk)
-                done = self._run(write, write=True, single=self._returning and not logs)
+                done = self._run(write, write=True, single=self._traits.returning and not logs)
             for index, was_done in zip(indexes, done, strict=True):
                 answers[index] = was_done
         for index in apart:
@@ -354,7 +360,7 @@ class SQLBackend(Backend):
         """Cancel a pending job, or ask a running one to stop."""
 
         def write(connection: sa.Connection) -> JobRecord | None:
-            clock = self._clock()
+            clock = self._traits.clock()
             pending = (
                 sa.update(jobs)
                 .where(jobs.c.id == job_id, jobs.c.status == schema.PENDING)
@@ -373,9 +379,9 @@ class SQLBackend(Backend):
                 .values(cancel_requested=True, updated_at=clock.now)
             )
             for update in (pending, running):
-                if self._returning:
+                if self._traits.returning:
                     update = update.returning(*jobs.c)
-                    if self._is_postgres:
+                    if self._traits.is_postgres:
                         update = update.returning(*sql_listener.notifications(claimable=False))
                     row = connection.execute(update).first()
                     if row is not None:
