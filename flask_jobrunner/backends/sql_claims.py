@@ -124,14 +124,7 @@ class Claims:
             lease = sa.bindparam("jobrunner_lease", type_=sa.Interval())
             lease_end = sa.type_coerce(clock.now + lease, schema.UTCDateTime())
         ready = jobs.alias("ready")
-        queues = sa.bindparam("jobrunner_queues", expanding=True, type_=jobs.c.queue.type)
-        pick = (
-            sa.select(ready.c.id)
-            .where(ready.c.queue.in_(queues), ready.c.status == schema.PENDING)
-            .where(ready.c.due_at <= clock.now)
-            .order_by(ready.c.due_at, ready.c.id)
-            .limit(sa.bindparam("jobrunner_limit", type_=sa.Integer()))
-        )
+        pick = _select_ready(ready, clock, ready.c.id)
         if not traits.is_sqlite:  # SQLite's immediate transaction already excludes other claims
             pick = pick.with_for_update(skip_locked=True)
         prefix = sa.bindparam("jobrunner_prefix", type_=jobs.c.token.type)
@@ -190,15 +183,8 @@ class Claims:
     def _lock_ready_statement(self) -> sa.Select[Any]:
         # The first half of a claim without RETURNING.
         clock = self._traits.prebuilt_clock()
-        queues = sa.bindparam("jobrunner_queues", expanding=True, type_=jobs.c.queue.type)
-        return (
-            sa.select(*self._reader.columns, clock.now.label("jobrunner_now"))
-            .where(jobs.c.queue.in_(queues), jobs.c.status == schema.PENDING)
-            .where(jobs.c.due_at <= clock.now)
-            .order_by(jobs.c.due_at, jobs.c.id)
-            .limit(sa.bindparam("jobrunner_limit", type_=sa.Integer()))
-            .with_for_update(skip_locked=True)
-        )
+        columns = (*self._reader.columns, clock.now.label("jobrunner_now"))
+        return _select_ready(jobs, clock, *columns).with_for_update(skip_locked=True)
 
     @functools.cached_property
     def _claim_locked_statement(self) -> sa.Update:
@@ -210,3 +196,18 @@ class Claims:
             sa.bindparam("jobrunner_lease_end", type_=schema.UTCDateTime()),
         )
         return sa.update(jobs).where(jobs.c.id.in_(ids)).values(values)
+
+
+def _select_ready(
+    table: sa.FromClause, clock: dialects.Clock, *columns: sa.ColumnElement[Any]
+) -> sa.Select[Any]:
+    # The due pending jobs of the bound queues, in the order claims take them, at
+    # most the bound limit: one definition for both forms of a claim, which must agree.
+    queues = sa.bindparam("jobrunner_queues", expanding=True, type_=jobs.c.queue.type)
+    return (
+        sa.select(*columns)
+        .where(table.c.queue.in_(queues), table.c.status == schema.PENDING)
+        .where(table.c.due_at <= clock.now)
+        .order_by(table.c.due_at, table.c.id)
+        .limit(sa.bindparam("jobrunner_limit", type_=sa.Integer()))
+    )
