@@ -746,13 +746,27 @@ LIST_JOBS = (
     PRELUDE
     + r"""
 local start, limit, status, budget = ARGV[3], tonumber(ARGV[4]), ARGV[5], tonumber(ARGV[6])
+local out = {0, ''}
+local seen = 0
+-- Lists *job*, found at *sort_key* of the index *key*, or drops the entry of an
+-- expired job now rather than at the next purge. False once the page is full
+-- (out[1] then tells that a further match exists).
+local function add(job, key, sort_key)
+  if not job then
+    redis.call('ZREM', key, sort_key)
+  elseif #out - 2 >= limit then
+    out[1] = 1
+    return false
+  else
+    out[#out + 1] = show(job)
+  end
+  return true
+end
 if ARGV[7] == '1' then
   -- Every job: a merge of the status sets, newest first. Each set gives its
   -- newest entries below *start*; the newest *want* of those are the newest
   -- *want* of the union, as no job is in two sets. Entries are all alike in
   -- shape (digits, ':', a lowercase UUID), so Lua's string order is Redis's.
-  local out = {0, ''}
-  local seen = 0
   while true do
     if seen >= budget then
       out[2] = start
@@ -774,16 +788,9 @@ if ARGV[7] == '1' then
       seen = seen + 1
       start = '(' .. sort_key
       -- A job in two sets, which no script leaves behind, is listed once all the same.
-      local job = sort_key ~= batch[i - 1] and load(P .. 'job:' .. string.sub(sort_key, 20))
-      if job == nil then
-        -- Expired: drop the entry now rather than at the next purge.
-        redis.call('ZREM', KEYS[from[sort_key]], sort_key)
-      elseif job then
-        if #out - 2 >= limit then
-          out[1] = 1
-          return out
-        end
-        out[#out + 1] = show(job)
+      if sort_key ~= batch[i - 1] then
+        local job = load(P .. 'job:' .. string.sub(sort_key, 20))
+        if not add(job, KEYS[from[sort_key]], sort_key) then return out end
       end
     end
   end
@@ -794,8 +801,6 @@ for k = 2, #KEYS do
   local other = redis.call('ZCARD', KEYS[k])
   if other < size then walk, size = k, other end
 end
-local out = {0, ''}
-local seen = 0
 while true do
   if seen >= budget then
     out[2] = start
@@ -815,15 +820,8 @@ while true do
     end
     if member then
       local job = load(P .. 'job:' .. string.sub(sort_key, 20))
-      if not job then
-        -- Expired: drop the entry now rather than at the next purge.
-        redis.call('ZREM', KEYS[walk], sort_key)
-      elseif status == '' or job.st == status then
-        if #out - 2 >= limit then
-          out[1] = 1
-          return out
-        end
-        out[#out + 1] = show(job)
+      if (not job or status == '' or job.st == status) and not add(job, KEYS[walk], sort_key) then
+        return out
       end
     end
   end
