@@ -1,9 +1,12 @@
 """Count the calls a process makes to its job store: ``python -m bench.counting OUT flask ...``.
 
 Redis: every command, pipeline or script sent (``send_packed_command``), one
-round trip each. SQL: every statement, ``BEGIN`` and ``COMMIT``/``ROLLBACK``
-SQLAlchemy issues; on PostgreSQL and MariaDB each is a round trip. The totals
-are written as JSON to *OUT* when the process exits.
+round trip each. SQL: every statement, and every ``BEGIN`` and
+``COMMIT``/``ROLLBACK`` the driver really sends, which a connection in
+autocommit does not (psycopg and PyMySQL send no ``BEGIN`` of their own for
+an SQLAlchemy transaction but psycopg's); on PostgreSQL and MariaDB each is a
+round trip, on SQLite a call into the library. The totals are written as
+JSON to *OUT* when the process exits.
 """
 
 from __future__ import annotations
@@ -42,11 +45,38 @@ def install() -> None:
     except ImportError:
         return
 
-    def one(*args: Any, **kwargs: Any) -> None:
+    def statement(*args: Any, **kwargs: Any) -> None:
         CALLS["sql"] += 1
 
-    for name in ("before_cursor_execute", "begin", "commit", "rollback"):
-        sqlalchemy.event.listen(sqlalchemy.Engine, name, one)
+    def begin(connection: Any) -> None:
+        # psycopg sends BEGIN before the transaction's first statement; PyMySQL's
+        # transactions begin on the server by themselves, SQLite's by a statement.
+        dbapi = connection.connection.dbapi_connection
+        if _driver(dbapi) == "psycopg" and not dbapi.autocommit:
+            CALLS["sql"] += 1
+
+    def end(connection: Any) -> None:
+        if not _is_autocommit(connection.connection.dbapi_connection):
+            CALLS["sql"] += 1
+
+    sqlalchemy.event.listen(sqlalchemy.Engine, "before_cursor_execute", statement)
+    sqlalchemy.event.listen(sqlalchemy.Engine, "begin", begin)
+    sqlalchemy.event.listen(sqlalchemy.Engine, "commit", end)
+    sqlalchemy.event.listen(sqlalchemy.Engine, "rollback", end)
+
+
+def _driver(dbapi_connection: Any) -> str:
+    return type(dbapi_connection).__module__.split(".")[0]
+
+
+def _is_autocommit(dbapi_connection: Any) -> bool:
+    # Whether the driver sends nothing for a COMMIT or ROLLBACK (no round trip).
+    driver = _driver(dbapi_connection)
+    if driver == "psycopg":
+        return bool(dbapi_connection.autocommit)
+    if driver == "pymysql":
+        return bool(dbapi_connection.get_autocommit())
+    return not dbapi_connection.in_transaction  # sqlite3
 
 
 def total() -> int:

@@ -261,7 +261,7 @@ def render(rows: Sequence[Row], markdown: bool, notes: Sequence[str]) -> str:
     if counted:
         parts.append(
             "Calls to the store per job (Redis commands, pipelines and scripts sent;"
-            " SQL statements, BEGINs and COMMITs):"
+            " SQL statements, and the BEGINs and COMMITs a driver sends):"
         )
         parts.append(figures_table(counted, markdown, CALL_METRICS))
     problems = [f"{row.label}: {row.problem}" for row in rows if row.problem]

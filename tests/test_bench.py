@@ -11,6 +11,7 @@ import pathlib
 import re
 import subprocess
 import sys
+from collections.abc import Callable
 
 import pytest
 
@@ -66,3 +67,41 @@ def test_unknown_backend_is_refused(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit):
         cli.main(["--backends", "memory,oracle"])
     assert "unknown backends: oracle" in capsys.readouterr().err
+
+
+_COUNT_A_SUBMIT = """
+import json, sys
+from bench import counting
+counting.install()
+from bench.app import create_app, noop
+app = create_app(backend=sys.argv[1], run_workers=False)
+with app.app_context():
+    app.extensions["jobrunner"].backend.setup()
+    noop.submit()
+    before = counting.total()
+    noop.submit()
+    print(json.dumps(counting.total() - before))
+"""
+
+
+@pytest.mark.parametrize(
+    ("backend_id", "sent"),
+    [
+        ("sqlite", 3),  # BEGIN IMMEDIATE, INSERT, COMMIT
+        ("postgresql", 1),  # one INSERT in autocommit
+        ("mysql", 1),  # one INSERT in autocommit
+    ],
+)
+def test_calls_count_what_the_driver_sends_for_a_submit(
+    backend_id: str, sent: int, backend_url_for: Callable[[str], str]
+) -> None:
+    finished = subprocess.run(
+        [sys.executable, "-c", _COUNT_A_SUBMIT, backend_url_for(backend_id)],
+        cwd=ROOT,
+        env=dict(os.environ, PYTHONPATH=str(ROOT)),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert finished.returncode == 0, finished.stderr
+    assert int(finished.stdout) == sent
