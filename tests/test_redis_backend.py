@@ -727,6 +727,79 @@ def test_every_transition_is_published_on_the_jobs_channel(
     assert last == backend.get(record.id)
 
 
+def test_a_claim_and_a_finish_publish_to_a_pattern_subscriber_too(
+    backend: RedisBackend, server: redis.Redis, prefix: str
+) -> None:
+    # They render an event only where someone listens: a pattern counts for every job.
+    jobs = [enqueue(backend), enqueue(backend)]
+    pubsub = server.pubsub()
+    pubsub.psubscribe(f"{prefix}:events:*")
+    try:
+        wait_for(lambda: pubsub.get_message(timeout=0.5), "the subscription", 10)
+        claims = backend.claim(["default"], lease=LEASE, limit=2)
+        assert backend.finish_many([(c.record.id, c.token, DONE) for c in claims]) == [True] * 2
+        published = [
+            json.loads(wait_for(lambda: pubsub.get_message(timeout=0.5), "an event", 10)["data"])
+            for _ in range(4)
+        ]
+    finally:
+        pubsub.close()
+
+    ids = [job.id for job in jobs]
+    assert [(event["id"], event["status"]) for event in published] == [
+        *((job_id, "in_progress") for job_id in ids),
+        *((job_id, "completed") for job_id in ids),
+    ]
+    for claim, event in zip(claims, published[:2], strict=True):
+        assert JobRecord.from_dict(event) == dataclasses.replace(claim.record, token=None)
+    for event in published[2:]:
+        assert JobRecord.from_dict(event) == backend.get(event["id"])
+
+
+def test_a_finish_nobody_hears_stores_what_a_heard_one_stores(
+    backend: RedisBackend, server: redis.Redis, prefix: str
+) -> None:
+    # A finish renders nothing for a job nobody listens to and reads only a few of
+    # its fields: it must still clear the lease, the token and the last try's error.
+    jobs = [enqueue(backend, max_retries=1), enqueue(backend, max_retries=1)]
+    for _ in jobs:
+        claim = backend.claim(["default"], lease=LEASE)[0]
+        backend.progress(claim.record.id, claim.token, Progress(50.0, "half"), lease=LEASE)
+        assert backend.retry_later(claim.record.id, claim.token, backend.now(), FAILED)
+    heard = jobs[0].id
+    pubsub = server.pubsub()
+    pubsub.subscribe(f"{prefix}:events:{heard}")
+    try:
+        wait_for(lambda: pubsub.get_message(timeout=0.5), "the subscription", 10)
+        claims = wait_until(lambda: backend.claim(["default"], lease=LEASE, limit=2))
+        assert len(claims) == 2
+        outcome = Outcome(JobStatus.COMPLETED, result=[1], progress=Progress(100.0))
+        assert backend.finish_many([(c.record.id, c.token, outcome) for c in claims]) == [True] * 2
+        events = [
+            json.loads(wait_for(lambda: pubsub.get_message(timeout=0.5), "an event", 10)["data"])
+            for _ in range(2)
+        ]
+    finally:
+        pubsub.close()
+
+    stored = {job.id: backend.get(job.id) for job in jobs}
+    assert [event["status"] for event in events] == ["in_progress", "completed"]
+    assert JobRecord.from_dict(events[1]) == stored[heard]
+    first, second = (dataclasses.asdict(stored[job.id]) for job in jobs)
+    for record in (first, second):
+        assert (record["status"], record["result"], record["attempts"]) == (
+            JobStatus.COMPLETED,
+            [1],
+            2,
+        )
+        assert record["error"] is record["error_type"] is record["token"] is None
+        assert record["lease_expires_at"] is None
+        assert (record["percentage"], record["message"]) == (100.0, "half")
+    for name in ("id", "created_at", "started_at", "updated_at", "finished_at", "run_at"):
+        first.pop(name), second.pop(name)
+    assert first == second
+
+
 def test_wait_finished_listens_on_the_jobs_channel(
     backend: RedisBackend, server: redis.Redis, prefix: str
 ) -> None:

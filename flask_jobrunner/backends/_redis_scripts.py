@@ -26,6 +26,10 @@ JSON from the hash; it is what the scripts return and what they publish on
 ``<prefix>events:<id>`` (without the token) at every transition. Reading a
 job needs no script: :meth:`~flask_jobrunner.backends.redis.RedisBackend.get`
 builds the same record from ``HGETALL``, sparing the server the rendering.
+The two scripts every job runs spare it too: ``CLAIM`` answers with the
+claimed jobs' hash fields, which the client builds in the same way, and
+``CLAIM`` and ``FINISH_MANY`` render an event only for a channel someone
+listens on (as ``announce`` does for new jobs).
 The submit of a plain job (``ENQUEUE_PLAIN``) and the start of every script
 run often, so that one is written without the helpers.
 """
@@ -230,17 +234,30 @@ local function make_ready(id, job, now)
   wake(job.q)
 end
 
-local function held(key, token)
-  local job = load(key)
+-- The job if *token* holds it. With *names*, only those fields are read:
+-- enough for a write that renders nothing.
+local function held(key, token, names)
+  local job
+  if names then
+    local values = redis.call('HMGET', key, unpack(names))
+    job = {}
+    for i = 1, #names do
+      if values[i] then job[names[i]] = values[i] end
+    end
+  else
+    job = load(key)
+  end
   if job and job.st == 'in_progress' and job.tok == token then return job end
   return nil
 end
 
--- The final state; *fields*, if given, are written with it in one go.
-local function finalize(id, key, job, status, now, fields)
+-- The final state; *fields*, if given, are written with it in one go. A
+-- *quiet* one is not published (nobody listens) and returns nothing.
+local function finalize(id, key, job, status, now, fields, quiet)
   local from = job.st
   fields = fields or {}
-  fields.st, fields.tok, fields.le, fields.fa, fields.ua = status, false, false, int(now), int(now)
+  local at = int(now)
+  fields.st, fields.tok, fields.le, fields.fa, fields.ua = status, false, false, at, at
   apply(key, job, fields)
   redis.call('ZREM', P .. 'running', id)
   move(job, from, status)
@@ -257,6 +274,7 @@ local function finalize(id, key, job, status, now, fields)
     local idempotency = P .. 'idempotency:' .. job.ik
     if redis.call('GET', idempotency) == id then redis.call('PEXPIREAT', idempotency, expires) end
   end
+  if quiet then return nil end
   return publish(id, job)
 end
 
@@ -297,6 +315,27 @@ local function outcome_fields(fields, first)
 end
 """
 )
+
+#: Defined by the scripts that use it alone: every helper a script defines is
+#: built anew at each run of it.
+HEARD = r"""
+-- Whether someone listens on each of *channels*: every one while any client
+-- subscribes to a pattern, else those with a subscriber of their own. A script
+-- whose reply needs no rendering spares render() for an event nobody hears.
+local function heard(channels)
+  local out = {}
+  if redis.call('PUBSUB', 'NUMPAT') > 0 then
+    for n = 1, #channels do out[n] = true end
+    return out
+  end
+  for first = 1, #channels, 1000 do
+    local last = math.min(first + 999, #channels)
+    local counts = redis.call('PUBSUB', 'NUMSUB', unpack(channels, first, last))
+    for n = first, last do out[n] = counts[2 * (n - first) + 2] > 0 end
+  end
+  return out
+end
+"""
 
 #: KEYS: job, ready queue, then the index sets (pending, task, [creator]).
 #: ARGV: id, unique key, idempotency key, queue, created (us), run_at (us), sort
@@ -466,12 +505,30 @@ return stored
 #: KEYS: the ready set of each queue. ARGV: lease (us), limit, token stem,
 #: queue names, then optionally the claimer's wake-up list: a marker left
 #: there (by an interrupt) makes the claim take nothing.
-#: Returns how long the queues may stay as they are, then the claimed jobs:
-#: 0 while due jobs may remain, else the wait until the next scheduled job
-#: (us, -1 for none), since every other way a job gets due wakes a claimer.
+#: Returns how long the queues may stay as they are, then the claimed jobs,
+#: each as its record's hash fields (see ``record_fields``): 0 while due jobs
+#: may remain, else the wait until the next scheduled job (us, -1 for none),
+#: since every other way a job gets due wakes a claimer.
 CLAIM = (
     PRELUDE
+    + HEARD
     + r"""
+-- The fields the scripts keep for themselves; a record is built from the rest.
+local OWN_FIELDS = {q = true, cu = true, sk = true, ix = true, uk = true, ik = true}
+
+-- The job's fields a record is built from, as name/value pairs: what the
+-- client builds with _record_from_hash, far cheaper here than show().
+local function record_fields(job)
+  local flat = {}
+  for name, value in pairs(job) do
+    if not OWN_FIELDS[name] then
+      flat[#flat + 1] = name
+      flat[#flat + 1] = value
+    end
+  end
+  return flat
+end
+
 local stop = ARGV[6 + #KEYS]
 if stop and redis.call('LLEN', stop) > 0 then
   -- The BLPOP in front may have taken a queue's marker: leave it for another claimer.
@@ -508,6 +565,9 @@ else
 end
 local out = {0}
 local started, lease_end = int(now), int(now + lease)
+local channels = {}
+for n, pick in ipairs(picked) do channels[n] = P .. 'events:' .. pick[1] end
+local listened = heard(channels)
 for n, pick in ipairs(picked) do
   local id = pick[1]
   local key = P .. 'job:' .. id
@@ -531,7 +591,8 @@ for n, pick in ipairs(picked) do
     end
     redis.call('ZADD', P .. 'running', lease_end, id)
     move(job, 'pending', 'in_progress')
-    out[#out + 1] = tokened(job, publish(id, job))
+    if listened[n] then publish(id, job) end
+    out[#out + 1] = record_fields(job)
   end
 end
 if #picked == limit then
@@ -593,17 +654,29 @@ return 'held'
 #: Returns 1 or 0 per finish: whether the token still held the job.
 FINISH_MANY = (
     PRELUDE
+    + HEARD
     + r"""
+-- What finalize() reads and clears of a job that it does not publish.
+local FINAL_READS = {'st', 'tok', 'sk', 'ix', 'uk', 'ik', 'le', 'res', 'err', 'et', 'ed'}
+
 local now = clock()
 local out = {}
 local first, id_at = 3, #P + 5
+local ids, channels = {}, {}
+for n = 1, #KEYS do
+  ids[n] = string.sub(KEYS[n], id_at)
+  channels[n] = P .. 'events:' .. ids[n]
+end
+local listened = heard(channels)
 for n = 1, #KEYS do
   local count = tonumber(ARGV[first + 2])
-  local job = held(KEYS[n], ARGV[first])
+  -- A job nobody listens to is not rendered: a few of its fields will do.
+  local quiet = not listened[n]
+  local job = held(KEYS[n], ARGV[first], quiet and FINAL_READS or nil)
   if job then
     local fields = {res = false, err = false, et = false, ed = false}
     for i = first + 3, first + 2 + 2 * count, 2 do fields[ARGV[i]] = ARGV[i + 1] end
-    finalize(string.sub(KEYS[n], id_at), KEYS[n], job, ARGV[first + 1], now, fields)
+    finalize(ids[n], KEYS[n], job, ARGV[first + 1], now, fields, quiet)
     out[n] = 1
   else
     out[n] = 0

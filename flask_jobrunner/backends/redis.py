@@ -417,7 +417,7 @@ class RedisBackend(Backend):
         wake_key: str | None = None
         while True:
             if reply is not None:
-                claims = [_claim(text) for text in reply[1:]]
+                claims = [_claim(fields) for fields in reply[1:]]
                 due_in = self._note_drained(queue_names, int(reply[0]))
                 if claims or deadline - time.monotonic() <= 0:
                     return claims
@@ -1118,8 +1118,9 @@ def _json_or_none(text: str | None) -> Any:
     return None if text is None else json.loads(text)
 
 
-def _claim(text: str | bytes) -> Claim:
-    record = _record(text)
+def _claim(fields: list[Any]) -> Claim:
+    """The claim of one job in a ``CLAIM`` answer: its hash fields, as name/value pairs."""
+    record = _record_from_hash(dict(zip(fields[::2], fields[1::2], strict=True)))
     assert record.token is not None
     return Claim(record, record.token)
 
