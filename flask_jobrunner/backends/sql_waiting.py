@@ -82,7 +82,8 @@ def wait_for_claims(
     :param due_in: Those seconds, by a read (none or less: one is due now).
     :param listener: The listener whose notifications wake a claim, if any.
     :param changes: What tells whether anyone committed since the last look (SQLite).
-    :param reads_first: Whether an idle poll reads before it writes (SQLite).
+    :param reads_first: Whether the first look and an idle poll read before
+        they write (SQLite).
     :param busy_poll: The longest pause between polls while work comes in.
     """
     deadline = time.monotonic() + timeout
@@ -92,6 +93,7 @@ def wait_for_claims(
         listener.enter(min(timeout, CONNECT_TIMEOUT))
     try:
         poll, look_ahead, due_by, woken = POLL_MIN, True, None, True
+        first = True
         while True:
             with wakeups.condition:
                 signals = wakeups.signals
@@ -100,19 +102,23 @@ def wait_for_claims(
             # Before any read, so a commit after it reads as a change next time.
             changed = changes is None or changes.has_changed()
             informed = look_ahead
-            if woken or look_ahead:
-                claims, due = take(look_ahead)
-            elif not reads_first:
-                claims, due = take(False)
-            elif changed:
-                # A read, which takes no lock, so that an idle claim never
-                # holds up a writer; then the write only if a job is due.
+            if reads_first and (first or (changed and not woken and not look_ahead)):
+                # A read, which takes no lock, so that a claim that finds
+                # nothing never holds up a writer; then the write only if a
+                # job is due. The first look too: a thread that begins to
+                # wait as another's job ends would otherwise write just when
+                # that job's submitter, seeing it done, submits the next one,
+                # and SQLite's busy handler makes the loser sleep a
+                # millisecond or more.
                 due, informed = due_in(), True
                 claims = []
                 if due is not None and due <= 0:
                     claims, due = take(True)
+            elif woken or look_ahead or not reads_first:
+                claims, due = take(look_ahead)
             else:  # nothing committed since the last poll: nothing new can be due
                 claims, due = [], None
+            first = False
             now = time.monotonic()
             if claims:
                 wakeups.last_work = now
