@@ -559,9 +559,42 @@ def test_a_waiting_sqlite_claim_reads_nothing_until_another_connection_commits(
     other = open_backend(backend_url_for("sqlite"))
     assert waiting.blocking is False
 
-    # The claim with its look ahead (BEGIN, UPDATE, SELECT), then one read
-    # (BEGIN, SELECT) for its own commit, which it cannot tell from another's.
-    assert_woken_by_notify(waiting, other, idle_limit=5)
+    # The first look, a read (BEGIN, SELECT), and nothing until the enqueue.
+    assert_woken_by_notify(waiting, other, idle_limit=2)
+
+
+@contextlib.contextmanager
+def sqlite_write_lock(backend: SQLBackend) -> Iterator[None]:
+    """SQLite's write lock on *backend*'s file, held by another connection."""
+    backend.setup()
+    holder = sqlite3.connect(backend.engine.url.database or "", isolation_level=None)
+    try:
+        holder.execute("BEGIN IMMEDIATE")
+        yield
+    finally:
+        holder.close()  # rolls back
+
+
+def returns_while_sqlite_is_locked(backend: SQLBackend, call: Callable[[], Any]) -> list[Any]:
+    """What *call* returns while another connection holds the write lock (nothing if it waits)."""
+    returned: list[Any] = []
+    caller = threading.Thread(target=lambda: returned.append(call()), name="caller")
+    with sqlite_write_lock(backend):
+        caller.start()
+        caller.join(5)  # a write would wait for the lock: SQLite's busy timeout is 10 s
+        before_release = list(returned)
+    caller.join()
+    return before_release
+
+
+def test_a_waiting_sqlite_claim_that_finds_nothing_takes_no_write_lock(
+    backend_url_for: Callable[[str], str], open_backend: Callable[..., SQLBackend]
+) -> None:
+    backend = open_backend(backend_url_for("sqlite"))
+    backend.enqueue(make_record(run_at=backend.now() + timedelta(hours=1)))
+
+    claim = lambda: backend.claim(["default"], lease=LEASE, timeout=0.2)  # noqa: E731
+    assert returns_while_sqlite_is_locked(backend, claim) == [[]]
 
 
 def test_a_waiting_sqlite_claim_takes_a_job_of_another_backend_once_it_is_due(
