@@ -597,6 +597,25 @@ def test_a_waiting_sqlite_claim_that_finds_nothing_takes_no_write_lock(
     assert returns_while_sqlite_is_locked(backend, claim) == [[]]
 
 
+def test_sqlite_upkeep_with_nothing_to_do_takes_no_write_lock(
+    backend_url_for: Callable[[str], str], open_backend: Callable[..., SQLBackend]
+) -> None:
+    backend = open_backend(backend_url_for("sqlite"))
+    job, _ = backend.enqueue(make_record())
+    assert backend.claim(["default"], lease=LEASE)  # running, its lease far from its end
+    done, _ = backend.enqueue(make_record())
+    [other] = backend.claim(["default"], lease=LEASE)
+    assert backend.finish(done.id, other.token, DONE)
+
+    recover = lambda: backend.recover_expired(max_recoveries=3)  # noqa: E731
+    assert returns_while_sqlite_is_locked(backend, recover) == [[]]
+    assert returns_while_sqlite_is_locked(backend, backend.purge_expired) == [0]
+    running = backend.get(job.id)
+    assert running is not None
+    assert running.status is JobStatus.IN_PROGRESS
+    assert backend.get(done.id) is not None
+
+
 def test_a_waiting_sqlite_claim_takes_a_job_of_another_backend_once_it_is_due(
     backend_url_for: Callable[[str], str], open_backend: Callable[..., SQLBackend]
 ) -> None:

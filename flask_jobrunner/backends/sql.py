@@ -421,7 +421,12 @@ class SQLBackend(Backend):
 
     def purge_expired(self) -> int:
         """Delete finished jobs past the result TTL, with their progress log."""
-
+        if self._traits.is_sqlite and not self._has_upkeep(
+            functools.partial(
+                sql_upkeep.has_expired_results, traits=self._traits, result_ttl=self.result_ttl
+            )
+        ):
+            return 0
         purge = functools.partial(
             sql_upkeep.purge_expired, traits=self._traits, result_ttl=self.result_ttl
         )
@@ -429,6 +434,10 @@ class SQLBackend(Backend):
 
     def recover_expired(self, *, max_recoveries: int) -> list[JobRecord]:
         """Take back running jobs whose lease ended on the database's clock."""
+        if self._traits.is_sqlite and not self._has_upkeep(
+            functools.partial(sql_upkeep.has_expired_leases, traits=self._traits)
+        ):
+            return []
         recover = functools.partial(
             sql_upkeep.recover_expired, traits=self._traits, max_recoveries=max_recoveries
         )
@@ -436,6 +445,12 @@ class SQLBackend(Backend):
         if changed:
             self._signal_locally()
         return changed
+
+    def _has_upkeep(self, found: Callable[[sa.Connection], bool]) -> bool:
+        # SQLite: whether upkeep has work, by a read, which takes no lock. A
+        # worker's monitor would else take the write lock twice per upkeep
+        # round with nothing to do, and a submit or a claim would wait for it.
+        return self._run(found, write=False, single=True)
 
     def counts(self) -> dict[JobStatus, int]:
         """How many jobs are in each status, in one ``GROUP BY``."""

@@ -4,6 +4,8 @@ A running job whose lease ended on the database's clock is taken back
 (pending again, or failed once it was lost too often), each by an
 ``UPDATE`` checked by its token, so a worker's late finish changes nothing.
 Finished jobs past the result TTL are deleted with their progress log.
+On SQLite, where a write waits for every other writer, a read first tells
+whether there is anything to do.
 """
 
 from __future__ import annotations
@@ -27,6 +29,26 @@ def delete_jobs(
         doomed = sa.select(jobs.c.id).where(which)
         connection.execute(sa.delete(job_progress).where(job_progress.c.job_id.in_(doomed)))
     return connection.execute(sa.delete(jobs).where(which)).rowcount
+
+
+def has_expired_results(
+    connection: sa.Connection, traits: dialects.Traits, *, result_ttl: float
+) -> bool:
+    """Whether any job finished more than *result_ttl* seconds ago, by a read."""
+    cutoff = traits.clock().after(-result_ttl)
+    found = sa.select(jobs.c.id).where(jobs.c.finished_at <= cutoff).limit(1)
+    return connection.execute(found).first() is not None
+
+
+def has_expired_leases(connection: sa.Connection, traits: dialects.Traits) -> bool:
+    """Whether any running job's lease ended, by a read."""
+    now = traits.clock().now
+    found = (
+        sa.select(jobs.c.id)
+        .where(jobs.c.status == schema.IN_PROGRESS, jobs.c.lease_expires_at <= now)
+        .limit(1)
+    )
+    return connection.execute(found).first() is not None
 
 
 def purge_expired(connection: sa.Connection, traits: dialects.Traits, *, result_ttl: float) -> int:
