@@ -111,7 +111,7 @@ def wait_for_claims(
                 # and SQLite's busy handler makes the loser sleep a
                 # millisecond or more.
                 due, informed = due_in(), True
-                claims = []
+                claims: list[Claim] = []
                 if due is not None and due <= 0:
                     claims, due = take(True)
             elif woken or look_ahead or not reads_first:
