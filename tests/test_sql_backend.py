@@ -190,6 +190,17 @@ def test_sqlite_is_in_wal_mode(
         assert connection.execute("PRAGMA journal_mode").fetchone() == ("wal",)
 
 
+def test_sqlite_commits_checkpoint_the_wal_seldom(
+    backend_url_for: Callable[[str], str], open_backend: Callable[..., SQLBackend]
+) -> None:
+    backend = open_backend(backend_url_for("sqlite"))
+    with backend.engine.connect() as connection:
+        pages = connection.exec_driver_sql("PRAGMA wal_autocheckpoint").scalar_one()
+    assert (
+        pages == dialects.SQLITE_WAL_PAGES > 1000
+    )  # SQLite's default: a checkpoint every ~25 jobs
+
+
 def test_an_in_memory_sqlite_database_is_refused() -> None:
     with pytest.raises(ConfigurationError, match="memory://"):
         load_backend("sqlite://")

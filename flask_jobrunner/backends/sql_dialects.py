@@ -26,6 +26,12 @@ from .sql_schema import UTCDateTime
 CONNECT_TIMEOUT = 5
 #: Seconds a SQLite write waits for another process's write to end.
 SQLITE_BUSY_TIMEOUT = 10.0
+#: Pages of SQLite's WAL at which a commit copies it back into the database
+#: file (SQLite's default is 1,000). A job writes about 40 pages, so the
+#: default put a checkpoint, two ``fdatasync`` and 1 to 20 ms, into one
+#: submit, claim or finish in every ~25 jobs; now one in ~250. The WAL file
+#: grows to about 40 MB; what survives a crash does not change.
+SQLITE_WAL_PAGES = 10_000
 #: The execution option holding the statement that begins a SQLite transaction.
 BEGIN_OPTION = "jobrunner_sqlite_begin"
 
@@ -275,6 +281,7 @@ def _tune_sqlite(dbapi_connection: Any, connection_record: Any) -> None:
     # In WAL mode this survives any crash of the application; only a power
     # loss may undo the last commits, and never corrupts the file.
     cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.execute(f"PRAGMA wal_autocheckpoint={SQLITE_WAL_PAGES}")
     cursor.close()
 
 
