@@ -105,11 +105,11 @@ def wait_for_claims(
             if reads_first and (first or (changed and not woken and not look_ahead)):
                 # A read, which takes no lock, so that a claim that finds
                 # nothing never holds up a writer; then the write only if a
-                # job is due. The first look too: a thread that begins to
-                # wait as another's job ends would otherwise write just when
-                # that job's submitter, seeing it done, submits the next one,
-                # and SQLite's busy handler makes the loser sleep a
-                # millisecond or more.
+                # job is due. The first look too: a thread that becomes the
+                # leader while another's job runs would otherwise write just
+                # as that job ends and its submitter, seeing it done, submits
+                # the next one; SQLite's busy handler then makes the loser
+                # sleep a millisecond or more.
                 due, informed = due_in(), True
                 claims: list[Claim] = []
                 if due is not None and due <= 0:
