@@ -1116,6 +1116,24 @@ def test_a_plain_enqueue_replayed_after_a_lost_answer_stores_nothing_twice(
     assert backend.claim(["default"], lease=LEASE) == []
 
 
+def test_a_plain_enqueue_keys_names_of_any_characters_exactly(
+    backend: RedisBackend, server: redis.Redis, prefix: str
+) -> None:
+    # The short script gets queue, task and creator keys in one argument.
+    names = {"queue": "q\x00:1 é", "task": "t\x00\x00", "created_by": "\x00ann ✓"}
+    records = [make_record(**names), make_record(**names, id="not-a-uuid")]
+    for record in records:
+        backend.enqueue(record)
+
+    assert [backend.get(record.id) for record in records] == records
+    for listing in ({"task": names["task"]}, {"created_by": names["created_by"]}):
+        page, _ = backend.list_jobs(**listing)  # type: ignore[arg-type]
+        assert {record.id for record in page} == {record.id for record in records}
+    assert server.exists(f"{prefix}:queue:{names['queue']}")
+    claims = backend.claim([names["queue"]], lease=LEASE, limit=5)
+    assert {claim.record.id for claim in claims} == {record.id for record in records}
+
+
 def test_get_reads_a_job_as_the_scripts_render_it(backend: RedisBackend) -> None:
     # get() builds the record from the hash in Python; the scripts render it in Lua.
     job = enqueue(backend, run_at=backend.now() - timedelta(seconds=1), created_by="bob")

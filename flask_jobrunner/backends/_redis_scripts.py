@@ -1,12 +1,13 @@
 """The Lua scripts of :class:`~flask_jobrunner.backends.redis.RedisBackend`.
 
 Each state transition is one script, so it is atomic and costs one round
-trip. Every script gets the key prefix (with its trailing ``:``) as
-``ARGV[1]`` and, but for ``ENQUEUE_PLAIN``, the result TTL in milliseconds as
-``ARGV[2]``; its own arguments follow. The keys a caller can name are passed in ``KEYS``; keys
-that only the stored job knows (its queue, its unique key) are built from the
-prefix inside the script, so on Redis Cluster the prefix must carry a hash
-tag (``{jobrunner}``) to keep every key in one slot.
+trip. Every script but ``ENQUEUE_PLAIN`` (which gets its keys ready made)
+gets the key prefix (with its trailing ``:``) as ``ARGV[1]`` and the result
+TTL in milliseconds as ``ARGV[2]``; its own arguments follow. The keys a
+caller can name are passed in ``KEYS``; keys that only the stored job knows
+(its queue, its unique key) are built from the prefix inside the script, so
+on Redis Cluster the prefix must carry a hash tag (``{jobrunner}``) to keep
+every key in one slot.
 
 A job is the hash ``<prefix>job:<id>``. ``doc`` holds the JSON of the fields
 that never change after enqueue (id, task, queue, args, kwargs, created_at,
@@ -385,32 +386,39 @@ return {'created'}
 #: The common case of ENQUEUE, without the helpers: a job due at once, with
 #: no unique or idempotency key and no field beyond those every new job has.
 #: It writes what ENQUEUE writes, from as few arguments as will do, since
-#: redis-py's cost per call grows with their number. Scores go as strings
-#: and the due time is the creation's text when it is not in the future:
-#: Lua turns a number into text with sprintf, which costs more than a ZADD's
-#: own work.
-#: KEYS: job. ARGV: prefix, queue, task, created (us), sort key, index entry,
-#: doc, [creator]. Returns 1, or 0 if the job exists already (ENQUEUE then answers).
+#: redis-py's cost per call grows with their number: the keys and names that
+#: the jobs of one queue, task and creator share come in one argument, each
+#: after its length as a 4-byte big-endian number (Redis's ``struct``
+#: library reads them in one call), and the sort key is read from the index
+#: entry, which starts ``["<sort key>"``. Scores go as strings and the due
+#: time is the creation's text when it is not in the future: Lua turns a
+#: number into text with sprintf, which costs more than a ZADD's own work.
+#: KEYS: job. ARGV: the shared part (queue, its ready set, its wake-up list,
+#: the pending index, the task's index, the creator's index or '', the events
+#: channel's start), created (us), index entry, doc. Returns 1, or 0 if the
+#: job exists already (ENQUEUE then answers).
 ENQUEUE_PLAIN = (
     r"""
-local key, P, queue, created, sort_key, doc = KEYS[1], ARGV[1], ARGV[2], ARGV[4], ARGV[5], ARGV[7]
+local key, created, index, doc = KEYS[1], ARGV[2], ARGV[3], ARGV[4]
 if redis.call('EXISTS', key) == 1 then return 0 end
+local queue, ready, notify, pending, by_task, by_user, events =
+  struct.unpack('>I4c0I4c0I4c0I4c0I4c0I4c0I4c0', ARGV[1])
+local sort_key = string.sub(index, 3, 57)
 local id = string.sub(sort_key, 20)
 redis.call('HSET', key, 'st', 'pending', 'q', queue, 'cu', created, 'sk', sort_key,
-  'ix', ARGV[6], 'doc', doc)
+  'ix', index, 'doc', doc)
 -- Due at its creation, never later than now, as make_ready has it.
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
 local due = created
 if tonumber(created) > now then due = string.format('%d', now) end
-redis.call('ZADD', P .. 'queue:' .. queue, due, id)
-redis.call('ZADD', P .. 'status:pending', '0', sort_key)
-redis.call('ZADD', P .. 'task:' .. ARGV[3], '0', sort_key)
-if ARGV[8] then redis.call('ZADD', P .. 'user:' .. ARGV[8], '0', sort_key) end
-local notify = P .. 'notify:' .. queue
+redis.call('ZADD', ready, due, id)
+redis.call('ZADD', pending, '0', sort_key)
+redis.call('ZADD', by_task, '0', sort_key)
+if by_user ~= '' then redis.call('ZADD', by_user, '0', sort_key) end
 if redis.call('LLEN', notify) == 0 then redis.call('LPUSH', notify, '1') end
 -- announce() of this job: render() of it is the doc's fields, then the tail.
-local channel = P .. 'events:' .. id
+local channel = events .. id
 if redis.call('PUBSUB', 'NUMPAT') > 0 or redis.call('PUBSUB', 'NUMSUB', channel)[2] > 0 then
   redis.call('PUBLISH', channel, string.sub(doc, 1, -2) .. '"""
     + NEW_JOB_TAIL

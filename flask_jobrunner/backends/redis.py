@@ -59,6 +59,7 @@ import enum
 import json
 import logging
 import os
+import struct
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -155,6 +156,8 @@ _PER_TASK = tuple(name for name in _DOC_FIELDS if name not in _PER_JOB)
 _per_task_values = attrgetter(*_PER_TASK)
 #: Most entries kept in the cache of :func:`_encoded`'s per-task JSON.
 _ENCODED_CACHE = 512
+#: The length of an index entry's sort key: 18 digits, ':' and a UUID.
+_SORT_KEY_LENGTH = 55
 _FINAL = (JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELLED)
 _LEASE_STATES = {state.value: state for state in LeaseState}
 
@@ -226,6 +229,10 @@ class RedisBackend(Backend):
         # Queues a claim found with no due job: (when, seconds until the next is due or -1).
         self._drained: dict[tuple[str, ...], tuple[float, float]] = {}
         self._idle_subscribers: list[PubSub] = []
+        # ENQUEUE_PLAIN's shared argument, by queue, task and creator (see _plain_shared).
+        self._shared: dict[tuple[str, str, str | None], bytes] = {}
+        encoder = client.get_encoder()
+        self._encoding, self._encoding_errors = encoder.encoding, encoder.encoding_errors
         self._subscriber_pid = os.getpid()
         register = client.register_script
         self._enqueue = register(scripts.ENQUEUE)
@@ -335,6 +342,7 @@ class RedisBackend(Backend):
         The common submit: due at once, no unique or idempotency key, nothing
         set beyond what every new job has. A job that exists already (a
         replay) is left to ``ENQUEUE``, which answers with the stored one.
+        The arguments go as bytes, which redis-py passes on as they are.
         """
         if (
             record.run_at is not None
@@ -343,12 +351,47 @@ class RedisBackend(Backend):
             or _other_fields(record)
         ):
             return False
+        shared = self._plain_shared(record.queue, record.task, record.created_by)
         doc, index, created, sort_key = _encoded(record)
-        args = [self._p + "job:" + record.id, self._p, record.queue, record.task]
-        args += (str(created), sort_key, index, doc)
-        if record.created_by is not None:
-            args.append(record.created_by)
-        return bool(self._evalsha(self._enqueue_plain, 1, *args))
+        # The script reads the sort key at a fixed place of the index entry.
+        if len(sort_key) != _SORT_KEY_LENGTH or not index.startswith(sort_key, 2):
+            return False
+        encoding, errors = self._encoding, self._encoding_errors
+        return bool(
+            self._evalsha(
+                self._enqueue_plain,
+                1,
+                (self._p + "job:" + record.id).encode(encoding, errors),
+                shared,
+                b"%d" % created,
+                index.encode(encoding, errors),
+                doc.encode(encoding, errors),
+            )
+        )
+
+    def _plain_shared(self, queue: str, task: str, created_by: str | None) -> bytes:
+        """``ENQUEUE_PLAIN``'s first argument for the jobs of *queue*, *task* and
+        *created_by*: keys and names, each after its length, encoded once."""
+        try:
+            return self._shared[queue, task, created_by]
+        except KeyError:
+            pass
+        key = self._key
+        parts = (
+            queue,
+            key("queue", queue),
+            key("notify", queue),
+            key("status", JobStatus.PENDING.value),
+            key("task", task),
+            "" if created_by is None else key("user", created_by),
+            key("events", ""),
+        )
+        encoded = [part.encode(self._encoding, self._encoding_errors) for part in parts]
+        shared = b"".join(struct.pack(">I", len(part)) + part for part in encoded)
+        if len(self._shared) >= _ENCODED_CACHE:
+            self._shared.clear()
+        self._shared[queue, task, created_by] = shared
+        return shared
 
     def enqueue_many(self, records: Sequence[JobRecord]) -> None:
         """Store many pending jobs in one script call (see :meth:`Backend.enqueue_many`).
@@ -773,7 +816,7 @@ class RedisBackend(Backend):
         ttl_ms = max(round(self.result_ttl * 1000), 1)
         return self._evalsha(script, len(keys), *keys, self._p, ttl_ms, *args)
 
-    def _evalsha(self, script: Script, *args: str | int) -> Any:
+    def _evalsha(self, script: Script, *args: str | bytes | int) -> Any:
         """Run *script* with *args* (the key count, keys, then its arguments) by ``EVALSHA``.
 
         It skips what redis-py's :class:`~redis.commands.core.Script` adds
