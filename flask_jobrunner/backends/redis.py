@@ -294,9 +294,7 @@ class RedisBackend(Backend):
     def enqueue(self, record: JobRecord) -> tuple[JobRecord, bool]:
         """Store a pending job (see :meth:`Backend.enqueue`); one script with its checks."""
         if self._enqueue_plain_job(record):
-            stored = record.copy()
-            stored.status = JobStatus.PENDING
-            return stored, True
+            return _as_stored(record), True
         doc, index, created, sort_key = _encoded(record)
         keys = [
             self._key("job", record.id),
@@ -322,9 +320,7 @@ class RedisBackend(Backend):
         )
         answer = _text(reply[0])
         if answer == "created":
-            stored = record.copy()
-            stored.status = JobStatus.PENDING
-            return stored, True
+            return _as_stored(record), True
         existing = _record(reply[1])
         if answer == "conflict":
             raise JobConflict(
@@ -896,6 +892,19 @@ _other_values = attrgetter(
     *(attribute for _, attribute in _JSON_FIELDS),
 )
 _NEW_RECORD_VALUES = (0, 0, None, False, *(None for _ in _TIME_FIELDS + _JSON_FIELDS))
+
+
+def _as_stored(record: JobRecord) -> JobRecord:
+    """What :meth:`RedisBackend.enqueue` answers for *record*, just stored: itself if pending.
+
+    Redis holds none of it, so the caller's record can be the answer; a
+    copy is made only where the stored status differs.
+    """
+    if record.status is JobStatus.PENDING:
+        return record
+    stored = record.copy()
+    stored.status = JobStatus.PENDING
+    return stored
 
 
 def _other_fields(record: JobRecord) -> list[str]:
