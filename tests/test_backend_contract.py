@@ -418,6 +418,27 @@ def test_a_job_whose_run_at_passed_is_claimed_before_newer_jobs(backend: Backend
     assert [claim.record.id for claim in claims] == [scheduled.id, newer.id]
 
 
+def test_a_job_created_on_a_clock_ahead_of_the_backends_is_claimable_at_once(
+    backend: Backend,
+) -> None:
+    # A submitter's clock may run ahead of the backend's; its jobs are due
+    # now all the same. Times far from now have more or fewer digits as
+    # microseconds since the epoch, which a comparison of texts would get wrong.
+    now = backend.now()
+    created = [
+        now + timedelta(hours=1),
+        datetime(2400, 1, 1, tzinfo=timezone.utc),
+        datetime(1999, 1, 1, tzinfo=timezone.utc),
+    ]
+    jobs = {enqueue(backend, created_at=moment).id for moment in created}
+    jobs |= {enqueue(backend, created_at=moment, created_by="ann").id for moment in created}
+
+    claims = backend.claim([QUEUE], lease=LEASE, limit=10)
+
+    assert {claim.record.id for claim in claims} == jobs
+    assert {claim.record.created_at for claim in claims} == set(created)
+
+
 def test_claim_with_a_timeout_returns_nothing_after_that_long(backend: Backend) -> None:
     start = time.monotonic()
     claims = backend.claim([QUEUE], lease=LEASE, timeout=0.3)
