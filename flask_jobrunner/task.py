@@ -120,6 +120,8 @@ class Task(t.Generic[P, R]):
             ``delay`` or ``run_at`` is not usable.
         :raises JobConflict: if the task is ``unique`` and already has a job.
         """
+        if not kwargs:  # no keywords, so no option to sort out
+            return self.runner.enqueue(self, args)
         options: dict[str, t.Any] = {
             name: kwargs.pop(name) for name in _START_OPTIONS if name in kwargs
         }
