@@ -153,33 +153,6 @@ local function publish(id, job)
   return text
 end
 
--- The pending events of new jobs, each {channel, doc or job}. A new job's id
--- is known to nobody but the caller that chose it, so its channel rarely has
--- a subscriber: an event is built and sent only to a channel that has one,
--- or to every channel while some client subscribes to a pattern.
-local function announce(events)
-  local everyone = redis.call('PUBSUB', 'NUMPAT') > 0
-  for first = 1, #events, 1000 do
-    local last = math.min(first + 999, #events)
-    local heard
-    if not everyone then
-      local channels = {}
-      for n = first, last do channels[#channels + 1] = events[n][1] end
-      heard = redis.call('PUBSUB', 'NUMSUB', unpack(channels))
-    end
-    for n = first, last do
-      if everyone or heard[2 * (n - first) + 2] > 0 then
-        local channel, source = events[n][1], events[n][2]
-        if type(source) == 'string' then
-          redis.call('PUBLISH', channel, string.sub(source, 1, -2) .. NEW_JOB_TAIL)
-        else
-          redis.call('PUBLISH', channel, render(source))
-        end
-      end
-    end
-  end
-end
-
 -- Store the hash of a new job from the table of its fields.
 local function create(key, job)
   local flat = {}
@@ -338,11 +311,35 @@ local function heard(channels)
 end
 """
 
+#: Defined by the scripts that store new jobs, after :data:`HEARD`.
+ANNOUNCE = r"""
+-- The pending events of new jobs, each {channel, doc or job}. A new job's id
+-- is known to nobody but the caller that chose it, so its channel rarely has
+-- a subscriber: an event is built and sent only where heard() finds one.
+local function announce(events)
+  local channels = {}
+  for n, event in ipairs(events) do channels[n] = event[1] end
+  local listened = heard(channels)
+  for n, event in ipairs(events) do
+    if listened[n] then
+      local channel, source = event[1], event[2]
+      if type(source) == 'string' then
+        redis.call('PUBLISH', channel, string.sub(source, 1, -2) .. NEW_JOB_TAIL)
+      else
+        redis.call('PUBLISH', channel, render(source))
+      end
+    end
+  end
+end
+"""
+
 #: KEYS: job, ready queue, then the index sets (pending, task, [creator]).
 #: ARGV: id, unique key, idempotency key, queue, created (us), run_at (us), sort
 #: key, doc, index entry, then other hash fields as name/value pairs.
 ENQUEUE = (
     PRELUDE
+    + HEARD
+    + ANNOUNCE
     + r"""
 local key, id = KEYS[1], ARGV[3]
 -- A replay of an enqueue whose answer was lost stores nothing twice.
@@ -443,6 +440,8 @@ return 1
 #: idempotency key. Returns how many were stored.
 ENQUEUE_MANY = (
     PRELUDE
+    + HEARD
+    + ANNOUNCE
     + r"""
 local now = clock()
 local jobs, keys = {}, {}
