@@ -23,7 +23,7 @@ from . import sql_dialects as dialects
 from . import sql_listener
 from . import sql_schema as schema
 from .sql_reads import RecordReader
-from .sql_schema import jobs, to_record
+from .sql_schema import jobs
 
 
 class Claims:
@@ -109,7 +109,9 @@ class Claims:
         else:
             parameters["jobrunner_lease"] = timedelta(seconds=lease)
         taken = connection.execute(self._claim_statement, parameters).all()
-        return [to_record(row) for row in sorted(taken, key=lambda row: (row.due_at, row.id))]
+        records = [(row.due_at, self._reader.record_of(row)) for row in taken]
+        records.sort(key=lambda pair: (pair[0], pair[1].id))
+        return [record for _, record in records]
 
     @functools.cached_property
     def _claim_statement(self) -> sa.Update:
@@ -132,8 +134,10 @@ class Claims:
             sa.update(jobs)
             .where(jobs.c.id.in_(pick))
             .values(schema.claimed(clock, prefix, lease_end))
-            .returning(*jobs.c)
+            .returning(*self._reader.columns)
         )
+        if self._reader.packs_records:  # the claim's order needs it
+            update = update.returning(jobs.c.due_at)
         if traits.is_postgres:
             update = update.returning(
                 *sql_listener.notifications(claimable=False), dialects.RELAXED_COMMIT

@@ -455,7 +455,7 @@ class Traits:
         #: Whether an ``UPDATE`` can return the rows it changed (MariaDB's cannot).
         self.returning: bool = dialect.update_returning
         #: Whether hot reads get each record as one JSON column (see ``sql_schema.packed_record``).
-        self.packs_records = dialect.name in ("mysql", "mariadb")
+        self.packs_records = dialect.name in ("mysql", "mariadb", "postgresql")
         #: Makes the :class:`Clock` of one operation.
         self.clock = clock_factory(dialect)
         #: Whether that clock is this machine's, a :class:`FixedClock` (on SQLite).

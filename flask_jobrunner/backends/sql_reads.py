@@ -25,7 +25,8 @@ class RecordReader:
     """
 
     def __init__(self, *, packs_records: bool) -> None:
-        self._packs_records = packs_records
+        #: Whether a record is selected as one JSON column.
+        self.packs_records = packs_records
         #: The columns to select.
         self.columns: list[sa.ColumnElement[Any]] = (
             [schema.packed_record()] if packs_records else list(jobs.c)
@@ -35,7 +36,7 @@ class RecordReader:
 
     def record_of(self, row: sa.Row[Any]) -> JobRecord:
         """The record in a row of :attr:`columns`."""
-        return schema.from_packed(row[0]) if self._packs_records else schema.to_record(row)
+        return schema.from_packed(row[0]) if self.packs_records else schema.to_record(row)
 
     def select_one(self, connection: sa.Connection, job_id: str) -> JobRecord | None:
         """The stored job *job_id*, or ``None``."""
