@@ -852,7 +852,7 @@ def counted_statements(backend: SQLBackend) -> Iterator[list[str]]:
 
 @contextlib.contextmanager
 def listening(backend: SQLBackend, event: str, listener: Callable[..., None]) -> Iterator[None]:
-    """*listener* on *event* of every engine of *backend* (MySQL's autocommit pool too)."""
+    """*listener* on *event* of every engine of *backend* (its autocommit pool too)."""
     engines = [backend.engine] if backend._twin is None else [backend.engine, backend._twin]
     for engine in engines:
         sa.event.listen(engine, event, listener)
@@ -983,9 +983,9 @@ def test_pooled_connections_the_server_ended_are_replaced_without_an_error(
 
     def use_connections() -> None:  # several at once, so each pool holds several
         started.wait(10)
-        backend.enqueue(make_record())  # on MySQL/MariaDB, from the autocommit pool
+        backend.enqueue(make_record())  # from the autocommit pool
         started.wait(10)
-        backend.claim(["elsewhere"], lease=LEASE)  # and the other one
+        backend.request_cancel("no-such-job")  # a transaction: from the other one
 
     users = [threading.Thread(target=use_connections, name="user") for _ in range(4)]
     for user in users:

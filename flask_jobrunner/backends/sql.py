@@ -110,7 +110,7 @@ class SQLBackend(Backend):
         )
         # One statement is its own transaction: no BEGIN and COMMIT round trips.
         self._autocommit = dialects.autocommit_engine(self.engine)
-        # On MySQL/MariaDB, a pool of its own, which goes with the backend's engine.
+        # For an engine the backend made, a pool of its own, which goes with that engine.
         self._twin = (
             self._autocommit
             if self._autocommit is not None and self._autocommit.pool is not self.engine.pool

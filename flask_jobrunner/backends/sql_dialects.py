@@ -80,7 +80,7 @@ def create_engine(url: str, *, pool_size: int) -> sa.Engine:
         _PREPARED.add(engine)
         return engine
     engine = _server_engine(parsed, pool_size=pool_size)
-    if name in ("mysql", "mariadb") and _SKIPS_AUTOCOMMIT_ROLLBACK:
+    if _SKIPS_AUTOCOMMIT_ROLLBACK:
         _AUTOCOMMIT[engine] = _server_engine(parsed, pool_size=pool_size, autocommit=True)
     return engine
 
@@ -88,14 +88,17 @@ def create_engine(url: str, *, pool_size: int) -> sa.Engine:
 def autocommit_engine(engine: sa.Engine) -> sa.Engine | None:
     """An engine on which each statement commits itself, for operations of one statement.
 
-    On PostgreSQL, a copy of *engine* sharing its pool: psycopg switches
-    autocommit without a round trip. On MySQL/MariaDB, where that switch
-    costs round trips, a second pool, and only for an engine made by
-    :func:`create_engine` (an app's engine keeps its settings); else ``None``.
+    For an engine made by :func:`create_engine`, a second pool whose
+    connections stay in autocommit: on MySQL/MariaDB switching costs round
+    trips, and on PostgreSQL, where psycopg switches without one,
+    SQLAlchemy's switch and switch back at each checkout cost more client
+    CPU than the statement. For an app's PostgreSQL engine, which keeps its
+    settings, a copy of it sharing its pool; else ``None``.
     """
-    if engine.dialect.name == "postgresql":
+    own = _AUTOCOMMIT.get(engine)
+    if own is None and engine.dialect.name == "postgresql":
         return engine.execution_options(isolation_level="AUTOCOMMIT")
-    return _AUTOCOMMIT.get(engine)
+    return own
 
 
 def _server_engine(parsed: sa.URL, *, pool_size: int, autocommit: bool = False) -> sa.Engine:
