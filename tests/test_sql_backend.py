@@ -523,29 +523,23 @@ def test_interrupt_wakes_a_waiting_claim_promptly(
 def assert_woken_by_notify(waiting: SQLBackend, other: SQLBackend, *, idle_limit: int = 3) -> None:
     """A claim waiting on *waiting* sends no more than *idle_limit* queries while
     idle, and wakes at once when *other* enqueues a job."""
-    statements: list[str] = []
-
-    def count(*args: Any) -> None:
-        statements.append(args[2])
-
-    sa.event.listen(waiting.engine, "before_cursor_execute", count)
     claimed: list[Any] = []
     waiter = threading.Thread(
         target=lambda: claimed.extend(waiting.claim(["default"], lease=LEASE, timeout=30)),
         name="waiter",
     )
-    waiter.start()
-    try:
-        time.sleep(1.0)  # long enough for a polling claim to have polled many times
-        idle_statements = len(statements)
-        enqueued_at = time.monotonic()
-        job, _ = other.enqueue(make_record())
-        waiter.join(10)
-        woken_after = time.monotonic() - enqueued_at
-    finally:
-        waiting.interrupt()
-        waiter.join(10)
-        sa.event.remove(waiting.engine, "before_cursor_execute", count)
+    with counted_statements(waiting) as statements:  # on both pools
+        waiter.start()
+        try:
+            time.sleep(1.0)  # long enough for a polling claim to have polled many times
+            idle_statements = len(statements)
+            enqueued_at = time.monotonic()
+            job, _ = other.enqueue(make_record())
+            waiter.join(10)
+            woken_after = time.monotonic() - enqueued_at
+        finally:
+            waiting.interrupt()
+            waiter.join(10)
 
     assert [claim.record.id for claim in claimed] == [job.id]
     assert woken_after < 1.0
