@@ -29,7 +29,7 @@ from flask_sqlalchemy import SQLAlchemy
 
 from conftest import make_record, wait_until
 from flask_jobrunner import JobRunner, current_job
-from flask_jobrunner.backends import load_backend
+from flask_jobrunner.backends import load_backend, sql_waiting
 from flask_jobrunner.backends import sql_dialects as dialects
 from flask_jobrunner.backends.sql import SQLBackend
 from flask_jobrunner.backends.sql_schema import job_progress as job_progress_table
@@ -555,6 +555,45 @@ def test_postgres_claim_waits_for_notify_and_wakes_on_another_backends_enqueue(
     assert waiting.blocking is True
 
     assert_woken_by_notify(waiting, other)
+
+
+def test_postgres_claim_after_one_that_left_no_job_due_waits_without_a_look(
+    postgres_url: str, open_backend: Callable[..., SQLBackend], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(sql_waiting, "DRAINED_FOR", 60.0)  # however slow the machine
+    backend = open_backend(postgres_url)
+    job, _ = backend.enqueue(make_record())
+    later, _ = backend.enqueue(make_record(run_at=backend.now() + timedelta(seconds=0.3)))
+    (first,) = backend.claim(["default"], lease=LEASE, limit=4, timeout=5)
+    assert first.record.id == job.id
+
+    with counted_statements(backend) as statements:
+        (second,) = backend.claim(["default"], lease=LEASE, limit=4, timeout=10)
+
+    # The first claim told when the next job is due: the second waited for it
+    # at once, then took it, without a claim and a look ahead before waiting.
+    assert second.record.id == later.id
+    assert len(statements) == 1, statements
+
+
+def test_postgres_claim_after_one_that_left_no_job_due_takes_a_job_enqueued_meanwhile(
+    postgres_url: str, open_backend: Callable[..., SQLBackend], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(sql_waiting, "DRAINED_FOR", 60.0)
+    backend = open_backend(postgres_url)
+    other = open_backend(postgres_url)
+    job, _ = backend.enqueue(make_record())
+    (first,) = backend.claim(["default"], lease=LEASE, limit=4, timeout=5)
+    assert first.record.id == job.id
+    new, _ = other.enqueue(make_record())
+    stop = threading.Timer(20, backend.interrupt)  # a missed wake-up would wait for this
+    stop.start()
+    try:
+        claims = backend.claim(["default"], lease=LEASE, limit=4, timeout=60)
+    finally:
+        stop.cancel()
+
+    assert [claim.record.id for claim in claims] == [new.id]
 
 
 def test_a_waiting_sqlite_claim_reads_nothing_until_another_connection_commits(

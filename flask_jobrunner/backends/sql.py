@@ -257,9 +257,9 @@ class SQLBackend(Backend):
         if timeout <= 0:
             return self._run(
                 functools.partial(take, look_ahead=False), write=True, single=self._traits.returning
-            )[0]
+            ).claims
 
-        def claim_now(look_ahead: bool) -> tuple[list[Claim], float | None]:
+        def claim_now(look_ahead: bool) -> sql_claims.Taken:
             return self._run(
                 functools.partial(take, look_ahead=look_ahead),
                 write=True,
@@ -269,6 +269,7 @@ class SQLBackend(Backend):
         return sql_waiting.wait_for_claims(
             claim_now,
             functools.partial(self._due_in, queues),
+            queues=tuple(queues),
             timeout=timeout,
             wakeups=self._wakeups,
             listener=self._listener,

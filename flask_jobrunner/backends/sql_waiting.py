@@ -20,6 +20,7 @@ from ..record import Claim, JobRecord
 from .sql_dialects import CONNECT_TIMEOUT
 
 if TYPE_CHECKING:
+    from .sql_claims import Taken
     from .sql_dialects import SQLiteChanges
     from .sql_listener import Listener
 
@@ -31,6 +32,14 @@ BUSY_SPELL = 1.0
 BUSY_POLL = 0.004
 #: The same on SQLite, where a poll first asks whether anything changed at all.
 SQLITE_BUSY_POLL = 0.0005
+#: Seconds a waiting claim trusts the word of the last claim of its queues that
+#: none of them is due. A job made due since then was signalled (a notification
+#: of the listener), so the claim waits at once instead of asking again. The one
+#: way a due job leaves no signal is a claim elsewhere that locked it and rolled
+#: back; the next claim after this long takes it.
+DRAINED_FOR = 0.05
+#: Sets of queues whose last drained claim is kept.
+DRAINED_KEPT = 64
 
 
 class Wakeups:
@@ -42,6 +51,41 @@ class Wakeups:
         self.signals = self.interrupts = 0
         #: When work was last seen (``time.monotonic``).
         self.last_work = 0.0
+        # Queues -> (signals before, monotonic time, next due or None) of the
+        # last claim of them that found no other job due.
+        self._drained: dict[tuple[str, ...], tuple[int, float, float | None]] = {}
+
+    def note_drained(self, queues: tuple[str, ...], signals: int, due_by: float | None) -> None:
+        """Remember that a claim, sent when :attr:`signals` was *signals*, left no job due.
+
+        :param due_by: When the next job becomes due (``time.monotonic``), if any is pending.
+        """
+        with self.condition:
+            if len(self._drained) >= DRAINED_KEPT and queues not in self._drained:
+                self._drained.clear()
+            self._drained[queues] = (signals, time.monotonic(), due_by)
+
+    def forget_drained(self, queues: tuple[str, ...]) -> None:
+        """Forget what :meth:`note_drained` said of *queues*: due jobs may be left."""
+        with self.condition:
+            self._drained.pop(queues, None)
+
+    def drained_due_by(self, queues: tuple[str, ...], signals: int) -> tuple[bool, float | None]:
+        """Whether no job of *queues* can be due now, and if so when the next one is.
+
+        True only if the last claim of them found none left, less than
+        :data:`DRAINED_FOR` ago, and no work was signalled between the moment
+        it was sent and the moment :attr:`signals` was *signals*.
+        """
+        with self.condition:
+            seen = self._drained.get(queues)
+            if seen is None or seen[0] != signals:
+                return False, None
+            now = time.monotonic()
+            _, at, due_by = seen
+            if now - at >= DRAINED_FOR or (due_by is not None and now >= due_by):
+                return False, None
+            return True, due_by
 
     def signal(self) -> None:
         """Wake the waiting claims: work may have come."""
@@ -65,9 +109,10 @@ class Wakeups:
 
 
 def wait_for_claims(
-    take: Callable[[bool], tuple[list[Claim], float | None]],
+    take: Callable[[bool], Taken],
     due_in: Callable[[], float | None],
     *,
+    queues: tuple[str, ...],
     timeout: float,
     wakeups: Wakeups,
     listener: Listener | None,
@@ -77,9 +122,14 @@ def wait_for_claims(
 ) -> list[Claim]:
     """Claim with *take* until it takes jobs, *timeout* passes, or an interrupt.
 
+    While the listener listens, a claim of *queues* that the last one found
+    drained a moment ago, with no work signalled since, waits at once: its
+    first take could find nothing.
+
     :param take: Claims, in one transaction; given true (looking ahead), it
         also tells the seconds until the next job is due when it takes none.
     :param due_in: Those seconds, by a read (none or less: one is due now).
+    :param queues: The queues *take* claims from.
     :param listener: The listener whose notifications wake a claim, if any.
     :param changes: What tells whether anyone committed since the last look (SQLite).
     :param reads_first: Whether the first look and an idle poll read before
@@ -99,10 +149,17 @@ def wait_for_claims(
                 signals = wakeups.signals
                 if wakeups.interrupts != interrupts:
                     return []
+            waits_first = False
+            if first and listener is not None and listener.is_listening:
+                waits_first, due_by = wakeups.drained_due_by(queues, signals)
             # Before any read, so a commit after it reads as a change next time.
             changed = changes is None or changes.has_changed()
-            informed = look_ahead
-            if reads_first and (first or (changed and not woken and not look_ahead)):
+            claims: list[Claim] = []
+            due: float | None = None
+            informed = False
+            if waits_first:
+                pass  # the last claim of these queues found them drained a moment ago
+            elif reads_first and (first or (changed and not woken and not look_ahead)):
                 # A read, which takes no lock, so that a claim that finds
                 # nothing never holds up a writer; then the write only if a
                 # job is due. The first look too: a thread that becomes the
@@ -111,13 +168,15 @@ def wait_for_claims(
                 # the next one; SQLite's busy handler then makes the loser
                 # sleep a millisecond or more.
                 due, informed = due_in(), True
-                claims: list[Claim] = []
                 if due is not None and due <= 0:
-                    claims, due = take(True)
+                    claims, due, informed = take(True)
             elif woken or look_ahead or not reads_first:
-                claims, due = take(look_ahead)
-            else:  # nothing committed since the last poll: nothing new can be due
-                claims, due = [], None
+                claims, due, informed = take(look_ahead)
+                if listener is not None and informed:
+                    wakeups.note_drained(queues, signals, _due_by(due))
+                elif listener is not None and claims:
+                    wakeups.forget_drained(queues)
+            # Else nothing committed since the last poll: nothing new can be due.
             first = False
             now = time.monotonic()
             if claims:
@@ -125,7 +184,7 @@ def wait_for_claims(
             if claims or now >= deadline:
                 return claims
             if informed:
-                due_by = None if due is None else now + due
+                due_by = _due_by(due)
             pause = deadline - now
             if due_by is not None:
                 pause = min(pause, max(due_by - now, POLL_MIN))
@@ -142,6 +201,11 @@ def wait_for_claims(
     finally:
         if listener is not None:
             listener.leave()
+
+
+def _due_by(due: float | None) -> float | None:
+    # When a job due in *due* seconds is due (time.monotonic).
+    return None if due is None else time.monotonic() + due
 
 
 def poll_until(
