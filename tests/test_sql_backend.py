@@ -29,7 +29,7 @@ from flask_sqlalchemy import SQLAlchemy
 
 from conftest import make_record, wait_until
 from flask_jobrunner import JobRunner, current_job
-from flask_jobrunner.backends import load_backend, sql_waiting
+from flask_jobrunner.backends import load_backend, sql_listener, sql_waiting
 from flask_jobrunner.backends import sql_dialects as dialects
 from flask_jobrunner.backends.sql import SQLBackend
 from flask_jobrunner.backends.sql_schema import job_progress as job_progress_table
@@ -594,6 +594,41 @@ def test_postgres_claim_after_one_that_left_no_job_due_takes_a_job_enqueued_mean
         stop.cancel()
 
     assert [claim.record.id for claim in claims] == [new.id]
+
+
+def test_postgres_a_waiting_claim_hears_of_new_jobs_only_and_a_watcher_of_changes(
+    postgres_url: str, open_backend: Callable[..., SQLBackend]
+) -> None:
+    backend = open_backend(postgres_url)
+    other = open_backend(postgres_url)
+    listener = backend._listener
+    assert listener is not None
+    waiter = threading.Thread(
+        target=lambda: backend.claim(["default"], lease=LEASE, timeout=30), name="waiter"
+    )
+    waiter.start()
+    try:
+        wait_until(lambda: listener.listens(sql_listener.CHANNEL), timeout=10)
+        # A worker is not woken by every change of every job.
+        assert not listener.listens(sql_listener.EVENTS_CHANNEL)
+
+        job, _ = other.enqueue(make_record(queue="elsewhere"))
+        (claim,) = other.claim(["elsewhere"], lease=LEASE)
+        finished: list[Any] = []
+        watcher = threading.Thread(
+            target=lambda: finished.append(backend.wait_finished(job.id, 30)), name="watcher"
+        )
+        watcher.start()
+        wait_until(lambda: listener.listens(sql_listener.EVENTS_CHANNEL), timeout=10)
+        assert other.finish(job.id, claim.token, DONE)
+        watcher.join(10)
+    finally:
+        backend.interrupt()
+        waiter.join(10)
+
+    assert finished[0] is not None
+    assert finished[0].status is JobStatus.COMPLETED
+    assert listener.listens(sql_listener.CHANNEL)  # still, for the next claims
 
 
 def test_a_waiting_sqlite_claim_reads_nothing_until_another_connection_commits(

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import os
 import select
 import threading
@@ -32,8 +33,10 @@ logger = logging.getLogger("flask_jobrunner.backends.sql")
 CHANNEL = "jobrunner_jobs"
 #: The channel a PostgreSQL backend notifies, with the job's id, when a job changes.
 EVENTS_CHANNEL = "jobrunner_events"
-#: Seconds the listening thread stays after the last claim stopped waiting.
+#: Seconds the listening thread stays, and listens on a channel, after the last
+#: caller waiting for it stopped waiting.
 LISTEN_IDLE = 2.0
+_CHANNELS = (CHANNEL, EVENTS_CHANNEL)
 
 
 def notifications(*, claimable: bool) -> list[sa.ColumnElement[Any]]:
@@ -93,14 +96,20 @@ def connector(engine: sa.Engine) -> Callable[[], Any]:
 # Connections of a parent process, kept referenced in a forked child so
 # that nothing there closes them under the parent.
 _ABANDONED: list[Any] = []
+# What a byte in a run's pipe means: stop, or look again at the channels wanted.
+_STOP, _POKE = b"\0", b"\1"
 
 
 class _Run:
     # The state of one listening thread; a new thread gets a new one, so a
-    # thread on its way out never touches its successor's.
+    # thread on its way out never touches its successor's. The Listener's lock
+    # guards its flags and channels.
     def __init__(self) -> None:
-        self.listening = threading.Event()
-        self.tried = threading.Event()
+        self.listening = False
+        self.tried = False
+        self.stopping = False
+        #: The channels LISTENed on the connection now.
+        self.channels: frozenset[str] = frozenset()
         self.connection: Any = None
         self.thread: threading.Thread | None = None
         self._lock = threading.Lock()
@@ -108,16 +117,27 @@ class _Run:
         self._closed = False
 
     def stop(self) -> None:
+        self.stopping = True
+        self._send(_STOP)
+
+    def poke(self) -> None:
+        self._send(_POKE)
+
+    def _send(self, byte: bytes) -> None:
         with self._lock:
             if not self._closed:
-                os.write(self._write, b"\0")
+                os.write(self._write, byte)
 
     def wait_stop(self, timeout: float) -> bool:
-        return bool(select.select([self._read], [], [], timeout)[0])
+        if select.select([self._read], [], [], timeout)[0]:
+            os.read(self._read, 64)
+        return self.stopping
 
     def wait(self, connection: Any, timeout: float) -> tuple[bool, bool]:
-        # (told to stop, the connection has news)
+        # (the pipe had a byte: stop or look at the channels, the connection has news)
         ready = select.select([connection.fileno(), self._read], [], [], timeout)[0]
+        if self._read in ready:
+            os.read(self._read, 64)
         return self._read in ready, bool(ready) and self._read not in ready
 
     def close(self) -> None:
@@ -140,9 +160,13 @@ class Listener:
 
     The thread starts when a claim or a watcher first waits and ends
     :data:`LISTEN_IDLE` seconds after the last one stopped waiting, so an
-    idle process holds no extra connection. *wake* and *changed* (with
-    ``None``) are also called whenever the connection is made or lost,
-    since a notification may have been missed meanwhile.
+    idle process holds no extra connection. It listens on a channel only
+    while someone waits for it (and :data:`LISTEN_IDLE` seconds after): a
+    worker's waiting claims on :data:`CHANNEL`, callers watching jobs on
+    :data:`EVENTS_CHANNEL`, so a worker is not woken by every change of every
+    job. *wake* and *changed* (with ``None``) are also called whenever the
+    connection is made or lost, since a notification may have been missed
+    meanwhile.
 
     :param connect: Opens a new psycopg connection.
     :param wake: Called from the thread on every notification of :data:`CHANNEL`.
@@ -163,23 +187,31 @@ class Listener:
 
     def _reset(self) -> None:
         self._lock = threading.Lock()
+        # Notified whenever a run's connection or channels change.
+        self._updated = threading.Condition(self._lock)
         self._run: _Run | None = None
-        self._waiters = 0
-        self._left_at = time.monotonic()
+        self._waiters = dict.fromkeys(_CHANNELS, 0)
+        self._left_at = dict.fromkeys(_CHANNELS, -math.inf)
 
     @property
     def is_listening(self) -> bool:
-        """Whether notifications arrive now; while not, waiting claims poll."""
+        """Whether the connection is up; while it is not, waiting callers poll."""
         run = self._run
-        return run is not None and run.listening.is_set()
+        return run is not None and run.listening
 
-    def enter(self, timeout: float) -> bool:
-        """Count a waiting caller and start listening if needed; returns :attr:`is_listening`.
+    def listens(self, channel: str) -> bool:
+        """Whether notifications of *channel* arrive now; while not, its waiters poll."""
+        run = self._run
+        return run is not None and run.listening and channel in run.channels
 
-        A new thread's first connection attempt is waited for, up to *timeout*.
+    def enter(self, timeout: float, *, channel: str = CHANNEL) -> bool:
+        """Count a caller waiting for *channel*, listen to it if needed; returns :meth:`listens`.
+
+        The thread's first connection attempt, or its ``LISTEN`` of a new
+        channel, is waited for up to *timeout*.
         """
         with self._lock:
-            self._waiters += 1
+            self._waiters[channel] += 1
             run = self._run
             if run is None:
                 run = self._run = _Run()
@@ -187,14 +219,18 @@ class Listener:
                     target=self._listen, args=(run,), name="sql-backend-listener", daemon=True
                 )
                 run.thread.start()
-        run.tried.wait(timeout)
-        return run.listening.is_set()
+            elif run.listening and channel not in run.channels:
+                run.poke()
+            self._updated.wait_for(
+                lambda: run.listening == (channel in run.channels) and run.tried, timeout
+            )
+        return self.listens(channel)
 
-    def leave(self) -> None:
-        """Count a caller that no longer waits."""
+    def leave(self, *, channel: str = CHANNEL) -> None:
+        """Count a caller that no longer waits for *channel*."""
         with self._lock:
-            self._waiters -= 1
-            self._left_at = time.monotonic()
+            self._waiters[channel] -= 1
+            self._left_at[channel] = time.monotonic()
 
     def close(self) -> None:
         """Stop listening and close the connection; a later claim starts again."""
@@ -216,35 +252,66 @@ class Listener:
             while True:
                 try:
                     run.connection = self._connect()
-                    run.connection.execute(f"LISTEN {CHANNEL}; LISTEN {EVENTS_CHANNEL}")
+                    self._listen_to_wanted(run)
                 except Exception as error:
                     logger.debug("Could not LISTEN for new jobs: %s", error)
                 else:
                     backoff = 0.05
-                    run.listening.set()
-                    run.tried.set()
+                    with self._lock:
+                        run.listening = run.tried = True
+                        self._updated.notify_all()
                     self._wake_everyone()
                     self._receive(run)
-                    run.listening.clear()
+                    with self._lock:
+                        run.listening = False
+                        run.channels = frozenset()
                     self._wake_everyone()  # waiting callers go back to polling
                 finally:
                     self._disconnect(run)
-                run.tried.set()
+                with self._lock:
+                    run.tried = True
+                    self._updated.notify_all()
                 if run.wait_stop(backoff) or self._is_done(run):
                     return
                 backoff = min(backoff * 2, 2.0)
         finally:
             run.close()
 
+    def _listen_to_wanted(self, run: _Run) -> None:
+        # LISTEN to the channels someone waits for, UNLISTEN the others.
+        with self._lock:
+            now = time.monotonic()
+            wanted = frozenset(
+                channel
+                for channel in _CHANNELS
+                if self._waiters[channel] > 0 or now - self._left_at[channel] <= LISTEN_IDLE
+            )
+            # A channel about to go is gone already for a caller entering now:
+            # it asks for it again, and waits for the answer.
+            run.channels = run.channels & wanted
+            listened = run.channels
+        if wanted == listened:
+            return
+        commands = [f"LISTEN {channel}" for channel in sorted(wanted - listened)]
+        commands += [f"UNLISTEN {channel}" for channel in sorted(listened - wanted)]
+        run.connection.execute("; ".join(commands))
+        with self._lock:
+            run.channels = wanted
+            self._updated.notify_all()
+        # Notifications that came with the answer wait in psycopg's backlog.
+        self._dispatch(run.connection.notifies(timeout=0))
+
     def _receive(self, run: _Run) -> None:
         # Returns when told to stop, when idle, or when the connection broke.
         try:
             while not self._is_done(run):
-                stop, news = run.wait(run.connection, LISTEN_IDLE / 4)
-                if stop:
+                poked, news = run.wait(run.connection, LISTEN_IDLE / 4)
+                if run.stopping:
                     return
                 if news:
                     self._dispatch(run.connection.notifies(timeout=0))
+                if poked or not news:  # asked to, or a while passed: drop channels unwanted
+                    self._listen_to_wanted(run)
         except Exception as error:
             logger.warning("The LISTEN connection for new jobs broke: %s", error)
 
@@ -267,7 +334,8 @@ class Listener:
         with self._lock:
             if self._run is not run:  # closed
                 return True
-            if self._waiters == 0 and time.monotonic() - self._left_at > LISTEN_IDLE:
+            idle = time.monotonic() - max(self._left_at.values()) > LISTEN_IDLE
+            if not any(self._waiters.values()) and idle:
                 self._run = None
                 return True
             return False

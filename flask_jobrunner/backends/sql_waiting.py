@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 
 from ..record import Claim, JobRecord
 from .sql_dialects import CONNECT_TIMEOUT
+from .sql_listener import CHANNEL, EVENTS_CHANNEL
 
 if TYPE_CHECKING:
     from .sql_claims import Taken
@@ -150,7 +151,7 @@ def wait_for_claims(
                 if wakeups.interrupts != interrupts:
                     return []
             waits_first = False
-            if first and listener is not None and listener.is_listening:
+            if first and listener is not None and listener.listens(CHANNEL):
                 waits_first, due_by = wakeups.drained_due_by(queues, signals)
             # Before any read, so a commit after it reads as a change next time.
             changed = changes is None or changes.has_changed()
@@ -188,7 +189,7 @@ def wait_for_claims(
             pause = deadline - now
             if due_by is not None:
                 pause = min(pause, max(due_by - now, POLL_MIN))
-            if listener is None or not listener.is_listening:
+            if listener is None or not listener.listens(CHANNEL):
                 # Work tends to come in spells: poll often while one lasts.
                 busy = now - wakeups.last_work < BUSY_SPELL
                 pause = min(pause, min(poll, busy_poll) if busy else poll)
@@ -267,7 +268,7 @@ class JobWatches:
         with self._condition:
             entry = self._watched.setdefault(job_id, [0, 0])
             entry[1] += 1
-        listener.enter(min(timeout, CONNECT_TIMEOUT))
+        listener.enter(min(timeout, CONNECT_TIMEOUT), channel=EVENTS_CHANNEL)
         try:
             poll = POLL_MIN
             while True:
@@ -278,12 +279,12 @@ class JobWatches:
                 if record is None or is_done(record) or remaining <= 0:
                     return record
                 # Polls only while the listener is not (yet, or any more) connected.
-                pause = remaining if listener.is_listening else min(remaining, poll)
+                pause = remaining if listener.listens(EVENTS_CHANNEL) else min(remaining, poll)
                 with self._condition:
                     woken = self._condition.wait_for(functools.partial(_moved, entry, seen), pause)
                 poll = POLL_MIN if woken else min(poll * 2, POLL_MAX)
         finally:
-            listener.leave()
+            listener.leave(channel=EVENTS_CHANNEL)
             with self._condition:
                 entry[1] -= 1
                 if entry[1] == 0:
