@@ -107,17 +107,17 @@ class Claims:
     ) -> tuple[list[JobRecord], float | None]:
         # One statement: UPDATE ... WHERE id IN (SELECT ... SKIP LOCKED) RETURNING,
         # and, if it tells, the seconds until the next job not yet due is.
-        parameters: dict[str, Any] = {
-            "jobrunner_queues": queues,
-            "jobrunner_limit": limit,
-            "jobrunner_prefix": prefix,
-        }
+        tells = self._tells_next_due(queues)
+        parameters: dict[str, Any] = {"jobrunner_limit": limit, "jobrunner_prefix": prefix}
+        if tells:
+            parameters["jobrunner_queue"] = queues[0]
+        else:
+            parameters["jobrunner_queues"] = queues
         if isinstance(clock, dialects.FixedClock):
             parameters["jobrunner_now"] = clock.value
             parameters["jobrunner_lease_end"] = clock.value + timedelta(seconds=lease)
         else:
             parameters["jobrunner_lease"] = timedelta(seconds=lease)
-        tells = self._tells_next_due(queues)
         statement = self._claim_telling_next_due if tells else self._claim_statement
         taken = connection.execute(statement, parameters).all()
         records = [(row.due_at, self._reader.record_of(row)) for row in taken]
@@ -133,13 +133,19 @@ class Claims:
 
     @functools.cached_property
     def _claim_telling_next_due(self) -> sa.Update:
-        # The claim, returning also the seconds until the next job of the
-        # queue that is not due yet becomes due.
-        next_due = _next_due(self._traits.clock()).label("jobrunner_next_due")
-        return self._claim_statement.returning(next_due)
+        # The claim of one queue, bound as jobrunner_queue: a plain parameter
+        # (no IN list to render at each run), and an index probe for the
+        # seconds until its next job that is not due yet becomes due.
+        queue = sa.bindparam("jobrunner_queue", type_=jobs.c.queue.type)
+        next_due = _next_due(self._traits.clock(), queue).label("jobrunner_next_due")
+        return self._claim(queue).returning(next_due)
 
     @functools.cached_property
     def _claim_statement(self) -> sa.Update:
+        return self._claim(_bound_queues())
+
+    def _claim(self, queues: sa.BindParameter[str]) -> sa.Update:
+        # The claim of the queues bound by *queues*.
         traits = self._traits
         clock: dialects.Clock
         lease_end: sa.ColumnElement[datetime]
@@ -151,7 +157,7 @@ class Claims:
             lease = sa.bindparam("jobrunner_lease", type_=sa.Interval())
             lease_end = sa.type_coerce(clock.now + lease, schema.UTCDateTime())
         ready = jobs.alias("ready")
-        pick = _select_ready(ready, clock, ready.c.id)
+        pick = _select_ready(ready, clock, queues, ready.c.id)
         if not traits.is_sqlite:  # SQLite's immediate transaction already excludes other claims
             pick = pick.with_for_update(skip_locked=True)
         prefix = sa.bindparam("jobrunner_prefix", type_=jobs.c.token.type)
@@ -213,7 +219,8 @@ class Claims:
         # The first half of a claim without RETURNING.
         clock = self._traits.prebuilt_clock()
         columns = (*self._reader.columns, clock.now.label("jobrunner_now"))
-        return _select_ready(jobs, clock, *columns).with_for_update(skip_locked=True)
+        ready = _select_ready(jobs, clock, _bound_queues(), *columns)
+        return ready.with_for_update(skip_locked=True)
 
     @functools.cached_property
     def _claim_locked_statement(self) -> sa.Update:
@@ -238,15 +245,24 @@ class Taken(NamedTuple):
     drained: bool
 
 
-def _next_due(clock: dialects.Clock) -> sa.ColumnElement[float]:
-    # Seconds until the first pending job of the bound queues that is not due
+def _bound_queues() -> sa.BindParameter[str]:
+    # The queues of a claim, bound as the list jobrunner_queues.
+    return sa.bindparam("jobrunner_queues", expanding=True, type_=jobs.c.queue.type)
+
+
+def _in_queues(column: sa.ColumnElement[str], queues: sa.BindParameter[str]) -> Any:
+    # Whether *column* is one of the queues *queues* binds (a list, or one queue).
+    return column.in_(queues) if queues.expanding else column == queues
+
+
+def _next_due(clock: dialects.Clock, queue: sa.BindParameter[str]) -> sa.ColumnElement[float]:
+    # Seconds until the first pending job of the bound queue that is not due
     # yet becomes due; NULL if there is none. An InitPlan, run once per
     # statement in its snapshot, where the rows the claim takes are due already.
-    queues = sa.bindparam("jobrunner_queues", expanding=True, type_=jobs.c.queue.type)
     later = jobs.alias("later")
     soonest = (
         sa.select(sa.func.min(later.c.due_at))
-        .where(later.c.queue.in_(queues), later.c.status == schema.PENDING)
+        .where(later.c.queue == queue, later.c.status == schema.PENDING)
         .where(later.c.due_at > clock.now)
         .scalar_subquery()
     )
@@ -255,14 +271,16 @@ def _next_due(clock: dialects.Clock) -> sa.ColumnElement[float]:
 
 
 def _select_ready(
-    table: sa.FromClause, clock: dialects.Clock, *columns: sa.ColumnElement[Any]
+    table: sa.FromClause,
+    clock: dialects.Clock,
+    queues: sa.BindParameter[str],
+    *columns: sa.ColumnElement[Any],
 ) -> sa.Select[Any]:
     # The due pending jobs of the bound queues, in the order claims take them, at
     # most the bound limit: one definition for both forms of a claim, which must agree.
-    queues = sa.bindparam("jobrunner_queues", expanding=True, type_=jobs.c.queue.type)
     return (
         sa.select(*columns)
-        .where(table.c.queue.in_(queues), table.c.status == schema.PENDING)
+        .where(_in_queues(table.c.queue, queues), table.c.status == schema.PENDING)
         .where(table.c.due_at <= clock.now)
         .order_by(table.c.due_at, table.c.id)
         .limit(sa.bindparam("jobrunner_limit", type_=sa.Integer()))
