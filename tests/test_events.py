@@ -167,8 +167,11 @@ def test_stream_delivers_each_progress_step_in_order_and_closes_after_the_final_
     assert first is not None
     assert first.retry is not None
     assert int(first.retry) > 0
-    events = []
+    events: list[Event] = []
     while (event := stream.next()) is not None:
+        finished = bool(events) and events[-1].document["status"] == "completed"
+        if event.comments == ["keep-alive"] and event.event is None and not finished:
+            continue  # a step slower than the heartbeat on a loaded machine
         assert event.event == "status", f"nothing may follow the final state: {event}"
         events.append(event)
         open_next_gate(event, gates)
