@@ -44,7 +44,13 @@ CALL_METRICS = [
     Metric("calls_worker_bulk", "worker, full queue", False, "{:.2f}"),
     Metric("calls_worker_single", "worker, one by one", False, "{:.2f}"),
 ]
-BY_KEY = {metric.key: metric for metric in [*METRICS, *CALL_METRICS]}
+STEP_METRICS = [
+    Metric("steps_submitted", "submit returned", False, "{:.2f}"),
+    Metric("steps_claimed", "claimed", False, "{:.2f}"),
+    Metric("steps_finished", "finished", False, "{:.2f}"),
+    Metric("steps_seen", "seen completed", False, "{:.2f}"),
+]
+BY_KEY = {metric.key: metric for metric in [*METRICS, *CALL_METRICS, *STEP_METRICS]}
 #: The peer each backend's targets name.
 TARGET_PEER = {
     "redis": "huey",
@@ -257,6 +263,13 @@ def render(rows: Sequence[Row], markdown: bool, notes: Sequence[str]) -> str:
         )
         parts.append(ratios_table(rows, markdown))
     parts.append(targets_table(rows, markdown))
+    traced = [r for r in rows if any(m.key in r.figures for m in STEP_METRICS)]
+    if traced:
+        parts.append(
+            "Where a lone job of the latency run spends its time (median ms from the"
+            " submit call; the claim and the finish as the store timed them):"
+        )
+        parts.append(figures_table(traced, markdown, STEP_METRICS))
     counted = [r for r in rows if any(m.key in r.figures for m in CALL_METRICS)]
     if counted:
         parts.append(

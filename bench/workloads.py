@@ -86,14 +86,35 @@ def _enqueue_and_drain(system: System, scale: Scale) -> dict[str, Any]:
 def _latency(system: System, scale: Scale) -> dict[str, Any]:
     system.wait_one(system.submit_noop(), scale.timeout)  # warm: connections, imports
     latencies = []
+    samples = []
     for _ in range(scale.latency):
-        started = time.perf_counter()
-        system.wait_one(system.submit_noop(), scale.timeout)
-        latencies.append((time.perf_counter() - started) * 1000)
-    return {
+        moment, started = time.time(), time.perf_counter()
+        handle = system.submit_noop()
+        submitted = time.perf_counter()
+        system.wait_one(handle, scale.timeout)
+        seen = time.perf_counter()
+        latencies.append((seen - started) * 1000)
+        samples.append(LoneJob(handle, moment, submitted - started, seen - started))
+    figures = {
         "p50_ms": statistics.median(latencies),
         "p99_ms": statistics.quantiles(latencies, n=100, method="inclusive")[98],
     }
+    if hasattr(system, "lone_job_steps"):
+        figures.update(system.lone_job_steps(samples))
+    return figures
+
+
+@dataclass(frozen=True)
+class LoneJob:
+    """One job of the latency run: its handle, and when it was submitted and seen done."""
+
+    handle: Any
+    #: ``time.time()`` as ``submit`` was called, to compare with the store's timestamps.
+    moment: float
+    #: Seconds until ``submit`` returned.
+    submitted: float
+    #: Seconds until the job was seen completed.
+    seen: float
 
 
 def _submit_many(system: System, scale: Scale) -> dict[str, Any]:

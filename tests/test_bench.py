@@ -48,6 +48,12 @@ def test_quick_run_prints_figures_and_targets() -> None:
     assert re.search(r"^memory: sleep/ideal <= 1\.15 +(met|NOT MET) ", output, re.MULTILINE)
     assert re.search(r"^sqlite: RSS MB <= 60 +(met|NOT MET) ", output, re.MULTILINE)
     assert "failed" not in output
+    # The lone jobs' steps, as the store timed them: claimed, finished, then seen done.
+    steps = output.split("Where a lone job", 1)[1]
+    for label in ("flask-jobrunner (memory)", "flask-jobrunner (sqlite)"):
+        submitted, claimed, finished, seen = map(float, _row(steps, label))
+        assert 0 < submitted < seen
+        assert 0 < claimed <= finished <= seen
 
 
 def test_peer_not_installed_is_skipped_with_a_clear_line(

@@ -7,11 +7,12 @@ import os
 import pathlib
 import shutil
 import signal
+import statistics
 import sys
 import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from bench import app as bench_app
 from bench.processes import WorkerProcess, cpu_seconds, peak_rss_mb
@@ -20,7 +21,12 @@ from bench.systems.base import POLL, System
 from flask_jobrunner import JobStatus
 from flask_jobrunner.worker import Worker
 
+if TYPE_CHECKING:
+    from bench.workloads import LoneJob
+
 _UNFINISHED = (JobStatus.PENDING, JobStatus.IN_PROGRESS)
+#: The figures of :meth:`JobRunnerSystem.lone_job_steps`.
+STEP_KEYS = ("steps_submitted", "steps_claimed", "steps_finished", "steps_seen")
 
 
 class JobRunnerSystem(System):
@@ -161,6 +167,24 @@ class JobRunnerSystem(System):
             return post_then_poll(port, seconds)
         finally:
             server.stop()
+
+    def lone_job_steps(self, samples: Sequence[LoneJob]) -> dict[str, float]:
+        """Where the latency run's jobs spent their time: median ms from the submit call.
+
+        The claim and the finish are the times the store wrote into each job
+        (``started_at``, ``finished_at``), on its own clock, which is this
+        machine's for the loopback servers of the benchmark.
+        """
+        steps: dict[str, list[float]] = {key: [] for key in STEP_KEYS}
+        for sample in samples:
+            record = self.state.backend.get(sample.handle)
+            if record is None or record.started_at is None or record.finished_at is None:
+                continue
+            steps["steps_submitted"].append(sample.submitted)
+            steps["steps_claimed"].append(record.started_at.timestamp() - sample.moment)
+            steps["steps_finished"].append(record.finished_at.timestamp() - sample.moment)
+            steps["steps_seen"].append(sample.seen)
+        return {key: statistics.median(values) * 1000 for key, values in steps.items() if values}
 
     def store_calls(self, jobs: int, sequential: int, timeout: float) -> dict[str, float]:
         """Calls to the store per job: to enqueue, and by the worker in bulk and one by one."""
