@@ -263,20 +263,22 @@ def render(rows: Sequence[Row], markdown: bool, notes: Sequence[str]) -> str:
         )
         parts.append(ratios_table(rows, markdown))
     parts.append(targets_table(rows, markdown))
-    traced = [r for r in rows if any(m.key in r.figures for m in STEP_METRICS)]
-    if traced:
-        parts.append(
+    for title, metrics in (
+        (
             "Where a lone job of the latency run spends its time (median ms from the"
-            " submit call; the claim and the finish as the store timed them):"
-        )
-        parts.append(figures_table(traced, markdown, STEP_METRICS))
-    counted = [r for r in rows if any(m.key in r.figures for m in CALL_METRICS)]
-    if counted:
-        parts.append(
+            " submit call; the claim and the finish as the store timed them):",
+            STEP_METRICS,
+        ),
+        (
             "Calls to the store per job (Redis commands, pipelines and scripts sent;"
-            " SQL statements, and the BEGINs and COMMITs a driver sends):"
-        )
-        parts.append(figures_table(counted, markdown, CALL_METRICS))
+            " SQL statements, and the BEGINs and COMMITs a driver sends):",
+            CALL_METRICS,
+        ),
+    ):
+        measured = [r for r in rows if any(m.key in r.figures for m in metrics)]
+        if measured:
+            parts.append(title)
+            parts.append(figures_table(measured, markdown, metrics))
     problems = [f"{row.label}: {row.problem}" for row in rows if row.problem]
     extra = [*notes, *problems]
     if extra:
