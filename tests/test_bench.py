@@ -20,25 +20,30 @@ from bench import cli, systems
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 
+def _python(*args: str, timeout: float) -> str:
+    """What ``python *args`` prints, run from the repository; it must exit 0."""
+    finished = subprocess.run(
+        [sys.executable, *args],
+        cwd=ROOT,
+        env=dict(os.environ, PYTHONPATH=str(ROOT)),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    assert finished.returncode == 0, finished.stderr
+    return finished.stdout
+
+
 def _row(output: str, label: str) -> list[str]:
     line = next(line for line in output.splitlines() if line.startswith(label))
     return line[len(label) :].split()
 
 
 def test_quick_run_prints_figures_and_targets() -> None:
-    command = [sys.executable, "-m", "bench", "--quick", "--peers", "none"]
+    command = ["-m", "bench", "--quick", "--peers", "none"]
     command += ["--backends", "memory,sqlite", "--workloads", "drain,latency,submit_many,sleep"]
     command += ["--jobs", "1000", "--timeout", "60"]
-    finished = subprocess.run(
-        command,
-        cwd=ROOT,
-        env=dict(os.environ, PYTHONPATH=str(ROOT)),
-        capture_output=True,
-        text=True,
-        timeout=90,
-    )
-    assert finished.returncode == 0, finished.stderr
-    output = finished.stdout
+    output = _python(*command, timeout=90)
     header = next(line for line in output.splitlines() if line.startswith("system"))
     assert header.split()[1:4] == ["enqueue/s", "submit_many/s", "drain/s"]
     for label in ("flask-jobrunner (memory)", "flask-jobrunner (sqlite)"):
@@ -101,13 +106,4 @@ with app.app_context():
 def test_calls_count_what_the_driver_sends_for_a_submit(
     backend_id: str, sent: int, backend_url_for: Callable[[str], str]
 ) -> None:
-    finished = subprocess.run(
-        [sys.executable, "-c", _COUNT_A_SUBMIT, backend_url_for(backend_id)],
-        cwd=ROOT,
-        env=dict(os.environ, PYTHONPATH=str(ROOT)),
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert finished.returncode == 0, finished.stderr
-    assert int(finished.stdout) == sent
+    assert int(_python("-c", _COUNT_A_SUBMIT, backend_url_for(backend_id), timeout=60)) == sent
