@@ -22,6 +22,7 @@ from typing import Any
 
 import pytest
 import redis
+from redis.client import PubSub
 
 from cluster import wait_for
 from conftest import SERVER_URLS, PrivateRedis, free_port, make_record, server_down, wait_until
@@ -674,6 +675,14 @@ def test_a_claim_stopped_by_an_interrupt_leaves_the_wake_up_it_took(
 # -- events --------------------------------------------------------------------
 
 
+def next_events(pubsub: PubSub, count: int) -> list[dict[str, Any]]:
+    """The next *count* events *pubsub* receives, decoded, each within 10 s."""
+    return [
+        json.loads(wait_for(lambda: pubsub.get_message(timeout=0.5), "an event", 10)["data"])
+        for _ in range(count)
+    ]
+
+
 def test_every_transition_is_published_on_the_jobs_channel(
     backend: RedisBackend, server: redis.Redis, prefix: str
 ) -> None:
@@ -738,10 +747,7 @@ def test_a_claim_and_a_finish_publish_to_a_pattern_subscriber_too(
         wait_for(lambda: pubsub.get_message(timeout=0.5), "the subscription", 10)
         claims = backend.claim(["default"], lease=LEASE, limit=2)
         assert backend.finish_many([(c.record.id, c.token, DONE) for c in claims]) == [True] * 2
-        published = [
-            json.loads(wait_for(lambda: pubsub.get_message(timeout=0.5), "an event", 10)["data"])
-            for _ in range(4)
-        ]
+        published = next_events(pubsub, 4)
     finally:
         pubsub.close()
 
@@ -775,10 +781,7 @@ def test_a_finish_nobody_hears_stores_what_a_heard_one_stores(
         assert len(claims) == 2
         outcome = Outcome(JobStatus.COMPLETED, result=[1], progress=Progress(100.0))
         assert backend.finish_many([(c.record.id, c.token, outcome) for c in claims]) == [True] * 2
-        events = [
-            json.loads(wait_for(lambda: pubsub.get_message(timeout=0.5), "an event", 10)["data"])
-            for _ in range(2)
-        ]
+        events = next_events(pubsub, 2)
     finally:
         pubsub.close()
 
@@ -1241,10 +1244,7 @@ def test_a_pattern_subscriber_hears_every_new_job(
         backend.enqueue(plain)
         backend.enqueue(checked)
         backend.enqueue_many(bulk)
-        published = [
-            json.loads(wait_for(lambda: pubsub.get_message(timeout=0.5), "an event", 10)["data"])
-            for _ in range(4)
-        ]
+        published = next_events(pubsub, 4)
     finally:
         pubsub.close()
 
