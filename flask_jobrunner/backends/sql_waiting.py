@@ -35,9 +35,11 @@ BUSY_POLL = 0.004
 SQLITE_BUSY_POLL = 0.0005
 #: Seconds a waiting claim trusts the word of the last claim of its queues that
 #: none of them is due. A job made due since then was signalled (a notification
-#: of the listener), so the claim waits at once instead of asking again. The one
-#: way a due job leaves no signal is a claim elsewhere that locked it and rolled
-#: back; the next claim after this long takes it.
+#: of the listener, which goes on listening for ``LISTEN_IDLE``, far longer,
+#: after the last claim waited, and signals when its connection breaks), so the
+#: claim waits at once instead of asking again. The one way a due job leaves no
+#: signal is a claim elsewhere that locked it and rolled back; the next claim
+#: after this long takes it.
 DRAINED_FOR = 0.05
 #: Sets of queues whose last drained claim is kept.
 DRAINED_KEPT = 64
