@@ -91,9 +91,8 @@ class Claims:
     def _due_statement(self) -> sa.Select[Any, datetime]:
         # When the next pending job of some queues is due, and the time now.
         clock = self._traits.prebuilt_clock()
-        queues = sa.bindparam("jobrunner_queues", expanding=True, type_=jobs.c.queue.type)
         return sa.select(sa.func.min(jobs.c.due_at), clock.now).where(
-            jobs.c.queue.in_(queues), jobs.c.status == schema.PENDING
+            jobs.c.queue.in_(_bound_queues()), jobs.c.status == schema.PENDING
         )
 
     def _take_returning(
