@@ -366,8 +366,10 @@ class RedisBackend(Backend):
         )
 
     def _plain_shared(self, queue: str, task: str, created_by: str | None) -> bytes:
-        """``ENQUEUE_PLAIN``'s first argument for the jobs of *queue*, *task* and
-        *created_by*: keys and names, each after its length, encoded once."""
+        """``ENQUEUE_PLAIN``'s first argument for the jobs of *queue*, *task* and *created_by*.
+
+        Their keys and names, each after its length, encoded once and kept.
+        """
         try:
             return self._shared[queue, task, created_by]
         except KeyError:
