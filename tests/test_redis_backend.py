@@ -26,6 +26,7 @@ from redis.client import PubSub
 
 from cluster import wait_for
 from conftest import SERVER_URLS, PrivateRedis, free_port, make_record, server_down, wait_until
+from flask_jobrunner.backends import _redis_codec as codec
 from flask_jobrunner.backends import load_backend
 from flask_jobrunner.backends import redis as redis_backend
 from flask_jobrunner.backends.redis import RedisBackend
@@ -317,7 +318,7 @@ def test_a_record_with_every_field_set_is_stored_as_it_is(backend: RedisBackend)
 
 def test_the_quick_record_builders_set_every_field() -> None:
     # They name each field rather than walk the dataclass: a new one must be added there.
-    assert {field.name for field in dataclasses.fields(JobRecord)} == redis_backend._BUILT_FIELDS
+    assert {field.name for field in dataclasses.fields(JobRecord)} == codec.BUILT_FIELDS
 
 
 def test_a_job_stored_before_a_field_existed_still_loads(
@@ -1286,7 +1287,7 @@ def test_jobs_an_older_version_indexed_in_the_index_of_every_job_list_once(
     older = [enqueue(backend), enqueue(backend)]
     # What an older version wrote at each submit as well: an index of every job.
     for record in older:
-        sort_key = redis_backend._sort_key(record.created_at, record.id)
+        sort_key = codec.sort_key(record.created_at, record.id)
         server.zadd(f"{prefix}:jobs", {sort_key: 0})
     claim = backend.claim(["default"], lease=LEASE)[0]
     assert backend.finish(claim.record.id, claim.token, DONE)
@@ -1300,7 +1301,7 @@ def test_a_job_in_two_status_indexes_is_listed_once(
     backend: RedisBackend, server: redis.Redis, prefix: str
 ) -> None:
     jobs = [enqueue(backend) for _ in range(3)]
-    sort_key = redis_backend._sort_key(jobs[1].created_at, jobs[1].id)
+    sort_key = codec.sort_key(jobs[1].created_at, jobs[1].id)
     server.zadd(f"{prefix}:status:failed", {sort_key: 0})  # no script leaves this behind
 
     page, cursor = backend.list_jobs(limit=3)

@@ -531,7 +531,7 @@ CLAIM = (
 local OWN_FIELDS = {q = true, cu = true, sk = true, ix = true, uk = true, ik = true}
 
 -- The job's fields a record is built from, as name/value pairs: what the
--- client builds with _record_from_hash, far cheaper here than show().
+-- client builds with record_from_hash (_redis_codec), far cheaper here than show().
 local function record_fields(job)
   local flat = {}
   for name, value in pairs(job) do
