@@ -106,7 +106,7 @@ _NEW_RECORD_VALUES = (0, 0, None, False, *(None for _ in _TIME_FIELDS + _JSON_FI
 
 
 def as_stored(record: JobRecord) -> JobRecord:
-    """What :meth:`RedisBackend.enqueue` answers for *record*, just stored: itself if pending.
+    """What ``RedisBackend.enqueue`` answers for *record*, just stored: itself if pending.
 
     Redis holds none of it, so the caller's record can be the answer; a
     copy is made only where the stored status differs.
