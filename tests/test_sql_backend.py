@@ -596,6 +596,62 @@ def test_postgres_claim_after_one_that_left_no_job_due_takes_a_job_enqueued_mean
     assert [claim.record.id for claim in claims] == [new.id]
 
 
+class SlowToListen:
+    """A listener connection whose ``LISTEN`` of new jobs waits until :attr:`gate` opens."""
+
+    def __init__(self, connection: Any, gate: threading.Event) -> None:
+        self._connection = connection
+        self._gate = gate
+
+    def execute(self, command: str, *args: Any, **kwargs: Any) -> Any:
+        if f"LISTEN {sql_listener.CHANNEL}" in command:
+            assert self._gate.wait(10)
+        return self._connection.execute(command, *args, **kwargs)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._connection, name)
+
+
+def test_postgres_claim_that_ended_before_its_listen_vouches_for_nothing(
+    postgres_url: str, open_backend: Callable[..., SQLBackend], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(sql_waiting, "DRAINED_FOR", 60.0)
+    backend = open_backend(postgres_url)
+    other = open_backend(postgres_url)
+    listener = backend._listener
+    assert listener is not None
+    gate = threading.Event()
+    connect = listener._connect
+    monkeypatch.setattr(listener, "_connect", lambda: SlowToListen(connect(), gate))
+    # A watcher keeps the listener connected, to job changes only.
+    watched, _ = other.enqueue(make_record(queue="elsewhere"))
+    (held,) = other.claim(["elsewhere"], lease=LEASE)
+    watcher = threading.Thread(target=lambda: backend.wait_finished(watched.id, 30), name="watcher")
+    watcher.start()
+    try:
+        wait_until(lambda: listener.listens(sql_listener.EVENTS_CHANNEL), timeout=10)
+        # This claim ends before its LISTEN is answered: its look found no job,
+        # but a job enqueued now notifies no one here.
+        assert backend.claim(["default"], lease=LEASE, timeout=0.2) == []
+        assert not listener.listens(sql_listener.CHANNEL)
+        job, _ = other.enqueue(make_record())
+        gate.set()
+        wait_until(lambda: listener.listens(sql_listener.CHANNEL), timeout=10)
+
+        stop = threading.Timer(5, backend.interrupt)  # a claim that trusted the look waits this
+        stop.start()
+        try:
+            claims = backend.claim(["default"], lease=LEASE, timeout=30)
+        finally:
+            stop.cancel()
+    finally:
+        gate.set()
+        assert other.finish(watched.id, held.token, DONE)
+        watcher.join(10)
+
+    assert [claim.record.id for claim in claims] == [job.id]
+
+
 def test_postgres_a_waiting_claim_hears_of_new_jobs_only_and_a_watcher_of_changes(
     postgres_url: str, open_backend: Callable[..., SQLBackend]
 ) -> None:

@@ -126,8 +126,8 @@ def wait_for_claims(
     """Claim with *take* until it takes jobs, *timeout* passes, or an interrupt.
 
     While the listener listens, a claim of *queues* that the last one found
-    drained a moment ago, with no work signalled since, waits at once: its
-    first take could find nothing.
+    drained a moment ago (looking while the listener listened), with no work
+    signalled since, waits at once: its first take could find nothing.
 
     :param take: Claims, in one transaction; given true (looking ahead), it
         also tells the seconds until the next job is due when it takes none.
@@ -174,8 +174,11 @@ def wait_for_claims(
                 if due is not None and due <= 0:
                     claims, due, informed = take(True)
             elif woken or look_ahead or not reads_first:
+                # Only a look taken while notifications arrive vouches for the
+                # next claim: a job enqueued before the LISTEN wakes no one.
+                heard = listener is not None and listener.listens(CHANNEL)
                 claims, due, informed = take(look_ahead)
-                if listener is not None and informed:
+                if heard and informed:
                     wakeups.note_drained(queues, signals, _due_by(due))
                 elif listener is not None and claims:
                     wakeups.forget_drained(queues)
