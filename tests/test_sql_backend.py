@@ -36,6 +36,7 @@ from flask_jobrunner.backends.sql_schema import job_progress as job_progress_tab
 from flask_jobrunner.backends.sql_schema import jobs as jobs_table
 from flask_jobrunner.errors import BackendUnavailable, ConfigurationError, JobConflict
 from flask_jobrunner.record import (
+    Claim,
     ErrorType,
     JobRecord,
     JobStatus,
@@ -592,6 +593,45 @@ def test_postgres_claim_after_one_that_left_no_job_due_takes_a_job_enqueued_mean
         claims = backend.claim(["default"], lease=LEASE, limit=4, timeout=60)
     finally:
         stop.cancel()
+
+    assert [claim.record.id for claim in claims] == [new.id]
+
+
+def test_postgres_claim_waiting_on_the_word_of_a_drained_one_hears_its_listener_break(
+    postgres_url: str, open_backend: Callable[..., SQLBackend], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(sql_waiting, "DRAINED_FOR", 60.0)
+    backend = open_backend(postgres_url)
+    other = open_backend(postgres_url)
+    listener = backend._listener
+    assert listener is not None
+    job, _ = other.enqueue(make_record())
+    (first,) = backend.claim(["default"], lease=LEASE, limit=4, timeout=5)
+    assert first.record.id == job.id
+    claims: list[Claim] = []
+    waiter = threading.Thread(
+        target=lambda: claims.extend(backend.claim(["default"], lease=LEASE, timeout=30)),
+        name="waiter",
+    )
+    stop = threading.Timer(5, backend.interrupt)  # a waiter that missed the break waits this
+    waiter.start()
+    stop.start()
+    try:
+        time.sleep(0.2)  # the waiter waits at once, on the first claim's word
+        # The server ends the listener's session: a job enqueued now notifies no one here.
+        session = listener._run.connection.info.backend_pid  # type: ignore[union-attr]
+        admin = sa.create_engine(postgres_url, poolclass=sa.NullPool, isolation_level="AUTOCOMMIT")
+        try:
+            with admin.connect() as connection:
+                connection.exec_driver_sql(f"SELECT pg_terminate_backend({int(session)})")
+        finally:
+            admin.dispose()
+        new, _ = other.enqueue(make_record())
+        waiter.join(10)
+    finally:
+        stop.cancel()
+        backend.interrupt()
+        waiter.join(10)
 
     assert [claim.record.id for claim in claims] == [new.id]
 
