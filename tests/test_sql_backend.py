@@ -644,7 +644,7 @@ class SlowToListen:
         self._gate = gate
 
     def execute(self, command: str, *args: Any, **kwargs: Any) -> Any:
-        if f"LISTEN {sql_listener.CHANNEL}" in command:
+        if f"LISTEN {sql_listener.CHANNEL}" in (part.strip() for part in command.split(";")):
             assert self._gate.wait(10)
         return self._connection.execute(command, *args, **kwargs)
 
