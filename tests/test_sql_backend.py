@@ -580,31 +580,42 @@ def test_postgres_claim_after_one_that_left_no_job_due_waits_without_a_look(
 def test_postgres_claim_after_one_that_left_no_job_due_takes_a_job_enqueued_meanwhile(
     postgres_url: str, open_backend: Callable[..., SQLBackend], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(sql_waiting, "DRAINED_FOR", 60.0)
-    backend = open_backend(postgres_url)
-    other = open_backend(postgres_url)
+    backend, other, _ = trusting_backends(postgres_url, open_backend, monkeypatch)
     job, _ = backend.enqueue(make_record())
     (first,) = backend.claim(["default"], lease=LEASE, limit=4, timeout=5)
     assert first.record.id == job.id
     new, _ = other.enqueue(make_record())
-    stop = threading.Timer(20, backend.interrupt)  # a missed wake-up would wait for this
+
+    claims = claim_interrupted_after(20, backend, limit=4, timeout=60)
+
+    assert [claim.record.id for claim in claims] == [new.id]
+
+
+def claim_interrupted_after(seconds: float, backend: SQLBackend, **options: Any) -> list[Claim]:
+    """Claim from ``default``; a claim that missed its wake-up is interrupted after *seconds*."""
+    stop = threading.Timer(seconds, backend.interrupt)
     stop.start()
     try:
-        claims = backend.claim(["default"], lease=LEASE, limit=4, timeout=60)
+        return backend.claim(["default"], lease=LEASE, **options)
     finally:
         stop.cancel()
 
-    assert [claim.record.id for claim in claims] == [new.id]
+
+def trusting_backends(
+    postgres_url: str, open_backend: Callable[..., SQLBackend], monkeypatch: pytest.MonkeyPatch
+) -> tuple[SQLBackend, SQLBackend, sql_listener.Listener]:
+    """Two backends, the first listening, both trusting a drained claim for a minute."""
+    monkeypatch.setattr(sql_waiting, "DRAINED_FOR", 60.0)
+    backend = open_backend(postgres_url)
+    listener = backend._listener
+    assert listener is not None
+    return backend, open_backend(postgres_url), listener
 
 
 def test_postgres_claim_waiting_on_the_word_of_a_drained_one_hears_its_listener_break(
     postgres_url: str, open_backend: Callable[..., SQLBackend], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(sql_waiting, "DRAINED_FOR", 60.0)
-    backend = open_backend(postgres_url)
-    other = open_backend(postgres_url)
-    listener = backend._listener
-    assert listener is not None
+    backend, other, listener = trusting_backends(postgres_url, open_backend, monkeypatch)
     job, _ = other.enqueue(make_record())
     (first,) = backend.claim(["default"], lease=LEASE, limit=4, timeout=5)
     assert first.record.id == job.id
@@ -655,11 +666,7 @@ class SlowToListen:
 def test_postgres_claim_that_ended_before_its_listen_vouches_for_nothing(
     postgres_url: str, open_backend: Callable[..., SQLBackend], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(sql_waiting, "DRAINED_FOR", 60.0)
-    backend = open_backend(postgres_url)
-    other = open_backend(postgres_url)
-    listener = backend._listener
-    assert listener is not None
+    backend, other, listener = trusting_backends(postgres_url, open_backend, monkeypatch)
     gate = threading.Event()
     connect = listener._connect
     monkeypatch.setattr(listener, "_connect", lambda: SlowToListen(connect(), gate))
@@ -678,12 +685,7 @@ def test_postgres_claim_that_ended_before_its_listen_vouches_for_nothing(
         gate.set()
         wait_until(lambda: listener.listens(sql_listener.CHANNEL), timeout=10)
 
-        stop = threading.Timer(5, backend.interrupt)  # a claim that trusted the look waits this
-        stop.start()
-        try:
-            claims = backend.claim(["default"], lease=LEASE, timeout=30)
-        finally:
-            stop.cancel()
+        claims = claim_interrupted_after(5, backend, timeout=30)  # if it trusted the look
     finally:
         gate.set()
         assert other.finish(watched.id, held.token, DONE)
