@@ -35,26 +35,19 @@ def has_expired_results(
     connection: sa.Connection, traits: dialects.Traits, *, result_ttl: float
 ) -> bool:
     """Whether any job finished more than *result_ttl* seconds ago, by a read."""
-    cutoff = traits.clock().after(-result_ttl)
-    found = sa.select(jobs.c.id).where(jobs.c.finished_at <= cutoff).limit(1)
+    found = sa.select(jobs.c.id).where(_result_expired(traits, result_ttl)).limit(1)
     return connection.execute(found).first() is not None
 
 
 def has_expired_leases(connection: sa.Connection, traits: dialects.Traits) -> bool:
     """Whether any running job's lease ended, by a read."""
-    now = traits.clock().now
-    found = (
-        sa.select(jobs.c.id)
-        .where(jobs.c.status == schema.IN_PROGRESS, jobs.c.lease_expires_at <= now)
-        .limit(1)
-    )
+    found = sa.select(jobs.c.id).where(_lease_ended(traits.clock())).limit(1)
     return connection.execute(found).first() is not None
 
 
 def purge_expired(connection: sa.Connection, traits: dialects.Traits, *, result_ttl: float) -> int:
     """Delete the jobs finished more than *result_ttl* seconds ago; how many there were."""
-    cutoff = traits.clock().after(-result_ttl)
-    return delete_jobs(connection, jobs.c.finished_at <= cutoff, is_sqlite=traits.is_sqlite)
+    return delete_jobs(connection, _result_expired(traits, result_ttl), is_sqlite=traits.is_sqlite)
 
 
 def recover_expired(
@@ -64,7 +57,7 @@ def recover_expired(
     clock = traits.clock()
     query = (
         sa.select(jobs, clock.now.label("jobrunner_now"))
-        .where(jobs.c.status == schema.IN_PROGRESS, jobs.c.lease_expires_at <= clock.now)
+        .where(_lease_ended(clock))
         .order_by(jobs.c.lease_expires_at)
         .with_for_update(skip_locked=True)
     )
@@ -85,3 +78,13 @@ def recover_expired(
     if traits.is_postgres and any(r.status is JobStatus.PENDING for r in changed):
         connection.execute(sa.select(sa.func.pg_notify(sql_listener.CHANNEL, "")))
     return changed
+
+
+def _result_expired(traits: dialects.Traits, result_ttl: float) -> sa.ColumnElement[bool]:
+    # Finished more than result_ttl seconds ago: what a purge deletes, and its read looks for.
+    return jobs.c.finished_at <= traits.clock().after(-result_ttl)
+
+
+def _lease_ended(clock: dialects.Clock) -> sa.ColumnElement[bool]:
+    # Running with its lease ended: what recovery takes back, and its read looks for.
+    return sa.and_(jobs.c.status == schema.IN_PROGRESS, jobs.c.lease_expires_at <= clock.now)
