@@ -182,7 +182,7 @@ def encoded(record: JobRecord) -> tuple[str, str, int, str]:
     task, so that part is encoded once and kept; the rest is spliced in.
     """
     created = micros(record.created_at)
-    sort_key = f"{created + _YEAR_ONE_MICROS:018d}:{record.id}"
+    sort_key = _sort_key_of(created, record.id)
     constant = _per_task_values(record)
     try:
         doc_tail, index_tail = _encoded_cache[constant]
@@ -238,9 +238,12 @@ def micros(moment: datetime) -> int:
 
 def sort_key(created_at: datetime, job_id: str) -> str:
     """The index member of a job: lexical order is ``(created_at, id)`` order."""
-    if created_at.tzinfo is None:
-        created_at = created_at.replace(tzinfo=timezone.utc)
-    return f"{(created_at - _YEAR_ONE) // _MICROSECOND:018d}:{job_id}"
+    return _sort_key_of(micros(created_at), job_id)
+
+
+def _sort_key_of(created: int, job_id: str) -> str:
+    # The index member of a job created *created* microseconds after the epoch.
+    return f"{created + _YEAR_ONE_MICROS:018d}:{job_id}"
 
 
 def text(value: str | bytes) -> str:
