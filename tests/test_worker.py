@@ -298,6 +298,56 @@ def test_job_taken_back_from_a_stalled_monitor_and_run_again_here_frees_both_thr
     assert [other.wait(timeout=10).status for other in pair] == [JobStatus.COMPLETED] * 2
 
 
+@settings(max_workers=2, lease=3.0, progress_interval=5.0)
+def test_job_claimed_while_the_monitor_was_held_up_is_renewed_before_its_lease_runs_out(
+    app: Flask, jobs: JobRunner
+) -> None:
+    # Its first heartbeat is due a third of the lease after its claim, not after
+    # the monitor first saw it: a monitor held up for two thirds of the lease
+    # would otherwise renew it a whole lease after its claim, too late.
+    backend = jobs.get_state(app).backend
+    monitor_stalled = threading.Event()
+    release_monitor = threading.Event()
+    release_jobs = threading.Event()
+    silent_started = threading.Event()
+
+    def stall_the_monitor(sender: Flask, job: Job) -> None:
+        if threading.current_thread().name.endswith("-monitor") and not monitor_stalled.is_set():
+            monitor_stalled.set()
+            release_monitor.wait(timeout=10)
+
+    @jobs.task
+    def reports() -> None:
+        current_job.progress(done=1, total=2)
+        current_job.progress(done=2, total=2)  # throttled: the monitor stores it, and stalls
+        release_jobs.wait(timeout=10)
+
+    @jobs.task
+    def silent() -> None:
+        silent_started.set()
+        release_jobs.wait(timeout=10)
+
+    with job_progress.connected_to(stall_the_monitor):
+        first = reports.submit()
+        try:
+            assert monitor_stalled.wait(timeout=5)
+            second = silent.submit()
+            assert silent_started.wait(timeout=5)
+            lease_ends = time.monotonic() + 3.0  # later than the lease it was claimed with
+            leased_until = backend.get(second.id).lease_expires_at
+            time.sleep(2.2)  # the monitor is held up past the job's first heartbeat
+            release_monitor.set()
+            wait_until(lambda: backend.get(second.id).lease_expires_at != leased_until, timeout=5)
+            renewed = time.monotonic()
+        finally:
+            release_monitor.set()
+            release_jobs.set()
+        assert renewed < lease_ends, f"renewed {renewed - lease_ends:.2f} s after its lease ran out"
+        assert second.wait(timeout=5).status is JobStatus.COMPLETED
+        assert second.to_dict()["attempts"] == 1
+        assert first.wait(timeout=5).status is JobStatus.COMPLETED
+
+
 # -- timeouts and cancellation -----------------------------------------------
 
 
