@@ -42,8 +42,11 @@ class Inserts:
 
         :raises sqlalchemy.exc.IntegrityError: if its id or a key is taken.
         """
-        row = to_row(record)
-        row["active_unique_key"] = record.unique_key
+        # An empty column is left out: NULL is its default anyway, and each
+        # value sent costs the driver's escaping (in Python, on PyMySQL).
+        row = {name: value for name, value in to_row(record).items() if value is not None}
+        if record.unique_key is not None:
+            row["active_unique_key"] = record.unique_key
         if self._traits.is_clock_fixed:
             row["due_at"] = record.run_at or min(record.created_at, utcnow())
         else:
