@@ -1233,6 +1233,25 @@ def test_a_submit_nobody_listens_to_publishes_nothing(private_redis: PrivateRedi
         server.close()
 
 
+def test_a_claim_that_takes_nothing_asks_nobody_whether_they_listen(
+    private_redis: PrivateRedis,
+) -> None:
+    backend = load_backend(private_redis.url, redis_prefix="jrtest:empty")
+    server = redis.Redis.from_url(private_redis.url, decode_responses=True)
+    try:
+        assert backend.claim(["default"], lease=LEASE) == []  # loads the script
+        server.config_resetstat()
+
+        assert backend.claim(["default"], lease=LEASE) == []
+
+        stats = server.info("commandstats")
+        assert stats["cmdstat_evalsha"]["calls"] == 1
+        assert not [name for name in stats if name.startswith("cmdstat_pubsub")], stats
+    finally:
+        backend.close()
+        server.close()
+
+
 def test_a_pattern_subscriber_hears_every_new_job(
     backend: RedisBackend, server: redis.Redis, prefix: str
 ) -> None:

@@ -298,6 +298,7 @@ HEARD = r"""
 -- whose reply needs no rendering spares render() for an event nobody hears.
 local function heard(channels)
   local out = {}
+  if #channels == 0 then return out end  -- an empty claim asks nothing
   if redis.call('PUBSUB', 'NUMPAT') > 0 then
     for n = 1, #channels do out[n] = true end
     return out
