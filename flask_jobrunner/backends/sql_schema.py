@@ -205,6 +205,8 @@ class _JSONArray(sa.sql.functions.GenericFunction[str]):
     type = sa.Text()
     inherit_cache = True
     name = "json_array"
+    # Not under sa.func.json_array: that stays the app's, as SQLAlchemy has it.
+    _register = False
 
 
 @compiles(_JSONArray, "postgresql")
