@@ -52,7 +52,7 @@ _MYSQL_LEVEL = "READ COMMITTED"
 _MYSQL_IN_TRANSACTION = 1
 # Engines made by create_engine below, whose SQLite hooks are already in place.
 _PREPARED: weakref.WeakSet[sa.Engine] = weakref.WeakSet()
-# The autocommit twin of each MySQL/MariaDB engine made by create_engine.
+# The autocommit twin of each server engine (PostgreSQL, MySQL, MariaDB) made by create_engine.
 _AUTOCOMMIT: weakref.WeakKeyDictionary[sa.Engine, sa.Engine] = weakref.WeakKeyDictionary()
 
 
