@@ -26,6 +26,7 @@ import pytest
 import sqlalchemy as sa
 from flask import Flask
 from flask_sqlalchemy import SQLAlchemy
+from sqlalchemy.dialects import postgresql
 
 from conftest import make_record, wait_until
 from flask_jobrunner import JobRunner, current_job
@@ -647,15 +648,29 @@ def test_postgres_claim_waiting_on_the_word_of_a_drained_one_hears_its_listener_
     assert [claim.record.id for claim in claims] == [new.id]
 
 
-class SlowToListen:
-    """A listener connection whose ``LISTEN`` of new jobs waits until :attr:`gate` opens."""
+def test_the_packed_record_function_leaves_sqlalchemys_json_array_alone(
+    backend_url_for: Callable[[str], str], open_backend: Callable[..., SQLBackend]
+) -> None:
+    open_backend(backend_url_for("sqlite"))  # the SQL backend is loaded
+    statement = sa.select(sa.func.json_array(sa.literal(1)))
+    assert "json_build_array" not in str(statement.compile(dialect=postgresql.dialect()))
 
-    def __init__(self, connection: Any, gate: threading.Event) -> None:
+
+class SlowToListen:
+    """A listener connection whose ``LISTEN`` of *channel* waits until *gate* opens."""
+
+    def __init__(
+        self, connection: Any, gate: threading.Event, channel: str = sql_listener.CHANNEL
+    ) -> None:
         self._connection = connection
         self._gate = gate
+        self._channel = channel
+        #: Set once a ``LISTEN`` waits at the gate.
+        self.held = threading.Event()
 
     def execute(self, command: str, *args: Any, **kwargs: Any) -> Any:
-        if f"LISTEN {sql_listener.CHANNEL}" in (part.strip() for part in command.split(";")):
+        if f"LISTEN {self._channel}" in (part.strip() for part in command.split(";")):
+            self.held.set()
             assert self._gate.wait(10)
         return self._connection.execute(command, *args, **kwargs)
 
@@ -692,6 +707,78 @@ def test_postgres_claim_that_ended_before_its_listen_vouches_for_nothing(
         watcher.join(10)
 
     assert [claim.record.id for claim in claims] == [job.id]
+
+
+def test_postgres_a_claim_that_waits_while_the_listener_connects_is_heard_once_it_listens(
+    postgres_url: str, open_backend: Callable[..., SQLBackend], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Unasked, the listener looks at the channels wanted again only after a
+    # quarter of LISTEN_IDLE: here far longer than the test waits.
+    monkeypatch.setattr(sql_listener, "LISTEN_IDLE", 40.0)
+    backend = open_backend(postgres_url)
+    listener = backend._listener
+    assert listener is not None
+    gate = threading.Event()
+    connect = listener._connect
+    connections: list[SlowToListen] = []
+
+    def slow_connect() -> SlowToListen:
+        connections.append(SlowToListen(connect(), gate, channel=sql_listener.EVENTS_CHANNEL))
+        return connections[-1]
+
+    monkeypatch.setattr(listener, "_connect", slow_connect)
+    watching = threading.Thread(
+        target=listener.enter, args=(20,), kwargs={"channel": sql_listener.EVENTS_CHANNEL}
+    )
+    claiming = threading.Thread(target=listener.enter, args=(20,))
+    watching.start()
+    try:
+        # The listener connected and chose its channels before the claim came.
+        wait_until(lambda: connections and connections[0].held.is_set(), timeout=10)
+        claiming.start()
+        wait_until(lambda: listener._waiters[sql_listener.CHANNEL] == 1, timeout=10)
+        gate.set()
+
+        wait_until(lambda: listener.listens(sql_listener.CHANNEL), timeout=5)
+        assert listener.listens(sql_listener.EVENTS_CHANNEL)
+    finally:
+        gate.set()
+        watching.join(20)
+        if claiming.ident is not None:
+            claiming.join(20)
+        listener.leave(channel=sql_listener.EVENTS_CHANNEL)
+        listener.leave()
+
+
+def test_postgres_a_busy_listener_drops_a_channel_nobody_waits_for(
+    postgres_url: str, open_backend: Callable[..., SQLBackend]
+) -> None:
+    backend = open_backend(postgres_url)
+    other = open_backend(postgres_url)
+    listener = backend._listener
+    assert listener is not None
+    assert listener.enter(10, channel=sql_listener.EVENTS_CHANNEL)
+    listener.leave(channel=sql_listener.EVENTS_CHANNEL)  # the last watcher is gone
+    assert listener.enter(10)  # a claim waits on
+    stop = threading.Event()
+
+    def submit_often() -> None:
+        # A notification of a new job every 50 ms: the listener is never idle.
+        while not stop.wait(0.05):
+            other.enqueue(make_record(queue="elsewhere"))
+
+    submitter = threading.Thread(target=submit_often, name="submitter")
+    submitter.start()
+    try:
+        wait_until(
+            lambda: not listener.listens(sql_listener.EVENTS_CHANNEL),
+            timeout=sql_listener.LISTEN_IDLE + 4,
+        )
+        assert listener.listens(sql_listener.CHANNEL)
+    finally:
+        stop.set()
+        submitter.join(10)
+        listener.leave()
 
 
 def test_postgres_a_waiting_claim_hears_of_new_jobs_only_and_a_watcher_of_changes(

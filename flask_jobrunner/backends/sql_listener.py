@@ -129,8 +129,12 @@ class _Run:
                 os.write(self._write, byte)
 
     def wait_stop(self, timeout: float) -> bool:
-        if select.select([self._read], [], [], timeout)[0]:
-            os.read(self._read, 64)
+        # A poke does not cut the wait short: the next connection listens to
+        # the channels wanted then anyway.
+        deadline = time.monotonic() + timeout
+        while not self.stopping and (remaining := deadline - time.monotonic()) > 0:
+            if select.select([self._read], [], [], remaining)[0]:
+                os.read(self._read, 64)
         return self.stopping
 
     def wait(self, connection: Any, timeout: float) -> tuple[bool, bool]:
@@ -219,7 +223,8 @@ class Listener:
                     target=self._listen, args=(run,), name="sql-backend-listener", daemon=True
                 )
                 run.thread.start()
-            elif run.listening and channel not in run.channels:
+            elif channel not in run.channels:
+                # Even while it connects: it may have chosen its channels already.
                 run.poke()
             self._updated.wait_for(
                 lambda: run.listening == (channel in run.channels) and run.tried, timeout
@@ -304,14 +309,17 @@ class Listener:
     def _receive(self, run: _Run) -> None:
         # Returns when told to stop, when idle, or when the connection broke.
         try:
+            review_at = time.monotonic() + LISTEN_IDLE / 4
             while not self._is_done(run):
                 poked, news = run.wait(run.connection, LISTEN_IDLE / 4)
                 if run.stopping:
                     return
                 if news:
                     self._dispatch(run.connection.notifies(timeout=0))
-                if poked or not news:  # asked to, or a while passed: drop channels unwanted
+                # Asked to, or a while passed (busy or not): drop channels unwanted.
+                if poked or time.monotonic() >= review_at:
                     self._listen_to_wanted(run)
+                    review_at = time.monotonic() + LISTEN_IDLE / 4
         except Exception as error:
             logger.warning("The LISTEN connection for new jobs broke: %s", error)
 
