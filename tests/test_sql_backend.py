@@ -607,6 +607,13 @@ def trusting_backends(
 ) -> tuple[SQLBackend, SQLBackend, sql_listener.Listener]:
     """Two backends, the first listening, both trusting a drained claim for a minute."""
     monkeypatch.setattr(sql_waiting, "DRAINED_FOR", 60.0)
+    return listening_backends(postgres_url, open_backend)
+
+
+def listening_backends(
+    postgres_url: str, open_backend: Callable[..., SQLBackend]
+) -> tuple[SQLBackend, SQLBackend, sql_listener.Listener]:
+    """Two backends on one PostgreSQL database, and the listener of the first."""
     backend = open_backend(postgres_url)
     listener = backend._listener
     assert listener is not None
@@ -715,9 +722,7 @@ def test_postgres_a_claim_that_waits_while_the_listener_connects_is_heard_once_i
     # Unasked, the listener looks at the channels wanted again only after a
     # quarter of LISTEN_IDLE: here far longer than the test waits.
     monkeypatch.setattr(sql_listener, "LISTEN_IDLE", 40.0)
-    backend = open_backend(postgres_url)
-    listener = backend._listener
-    assert listener is not None
+    listener = listening_backends(postgres_url, open_backend)[2]
     gate = threading.Event()
     connect = listener._connect
     connections: list[SlowToListen] = []
@@ -753,10 +758,7 @@ def test_postgres_a_claim_that_waits_while_the_listener_connects_is_heard_once_i
 def test_postgres_a_busy_listener_drops_a_channel_nobody_waits_for(
     postgres_url: str, open_backend: Callable[..., SQLBackend]
 ) -> None:
-    backend = open_backend(postgres_url)
-    other = open_backend(postgres_url)
-    listener = backend._listener
-    assert listener is not None
+    _, other, listener = listening_backends(postgres_url, open_backend)
     assert listener.enter(10, channel=sql_listener.EVENTS_CHANNEL)
     listener.leave(channel=sql_listener.EVENTS_CHANNEL)  # the last watcher is gone
     assert listener.enter(10)  # a claim waits on
@@ -784,10 +786,7 @@ def test_postgres_a_busy_listener_drops_a_channel_nobody_waits_for(
 def test_postgres_a_waiting_claim_hears_of_new_jobs_only_and_a_watcher_of_changes(
     postgres_url: str, open_backend: Callable[..., SQLBackend]
 ) -> None:
-    backend = open_backend(postgres_url)
-    other = open_backend(postgres_url)
-    listener = backend._listener
-    assert listener is not None
+    backend, other, listener = listening_backends(postgres_url, open_backend)
     waiter = threading.Thread(
         target=lambda: backend.claim(["default"], lease=LEASE, timeout=30), name="waiter"
     )

@@ -246,6 +246,19 @@ def test_task_raising_system_exit_fails_its_job_and_the_thread_runs_the_next(
     assert after.submit().wait(timeout=5).result == "ran"
 
 
+def stall_the_monitor(
+    stalled: threading.Event, release: threading.Event
+) -> Callable[[Flask, Job], None]:
+    """A ``job_progress`` receiver that holds up the worker's monitor once, until *release*."""
+
+    def receive(sender: Flask, job: Job) -> None:
+        if threading.current_thread().name.endswith("-monitor") and not stalled.is_set():
+            stalled.set()
+            release.wait(timeout=10)
+
+    return receive
+
+
 # The interval is far longer than any first write takes, so the task's own thread
 # never finds the second report due: the monitor stores it with its next heartbeat.
 @settings(max_workers=2, lease=1.0, progress_interval=5.0)
@@ -258,11 +271,6 @@ def test_job_taken_back_from_a_stalled_monitor_and_run_again_here_frees_both_thr
     release_runs = threading.Event()
     attempts: list[int] = []
 
-    def stall_the_monitor(sender: Flask, job: Job) -> None:
-        if threading.current_thread().name.endswith("-monitor") and not monitor_stalled.is_set():
-            monitor_stalled.set()
-            release_monitor.wait(timeout=10)
-
     @jobs.task
     def held() -> int:
         attempts.append(current_job.attempt)
@@ -272,7 +280,7 @@ def test_job_taken_back_from_a_stalled_monitor_and_run_again_here_frees_both_thr
         release_runs.wait(timeout=10)
         return current_job.attempt
 
-    with job_progress.connected_to(stall_the_monitor):
+    with job_progress.connected_to(stall_the_monitor(monitor_stalled, release_monitor)):
         job = held.submit()
         try:
             assert monitor_stalled.wait(timeout=5)
@@ -311,11 +319,6 @@ def test_job_claimed_while_the_monitor_was_held_up_is_renewed_before_its_lease_r
     release_jobs = threading.Event()
     silent_started = threading.Event()
 
-    def stall_the_monitor(sender: Flask, job: Job) -> None:
-        if threading.current_thread().name.endswith("-monitor") and not monitor_stalled.is_set():
-            monitor_stalled.set()
-            release_monitor.wait(timeout=10)
-
     @jobs.task
     def reports() -> None:
         current_job.progress(done=1, total=2)
@@ -327,7 +330,7 @@ def test_job_claimed_while_the_monitor_was_held_up_is_renewed_before_its_lease_r
         silent_started.set()
         release_jobs.wait(timeout=10)
 
-    with job_progress.connected_to(stall_the_monitor):
+    with job_progress.connected_to(stall_the_monitor(monitor_stalled, release_monitor)):
         first = reports.submit()
         try:
             assert monitor_stalled.wait(timeout=5)
