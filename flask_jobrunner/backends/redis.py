@@ -84,6 +84,7 @@ from ..errors import BackendUnavailable, InvalidArguments, JobConflict
 from ..record import Claim, JobRecord, JobStatus, LeaseState, Outcome, Progress
 from . import _redis_codec as codec
 from . import _redis_scripts as scripts
+from ._drained import DrainedQueues
 from .base import Backend, check_plain_records, decode_cursor, encode_cursor, is_newer
 
 logger = logging.getLogger("flask_jobrunner")
@@ -118,8 +119,6 @@ _IDLE_SUBSCRIBERS = 8
 #: a claimer that then left (interrupted, disconnected) while a scheduled job
 #: it knew of was not due yet. Such a job waits for a claim's next BLPOP to end.
 _DRAINED_FOR = 0.05
-#: Sets of queues whose last claim answer is kept.
-_DRAINED_KEPT = 64
 
 
 class RedisBackend(Backend):
@@ -156,8 +155,8 @@ class RedisBackend(Backend):
         self._lock = threading.Lock()
         self._interrupts = 0
         self._waiting: set[str] = set()
-        # Queues a claim found with no due job: (when, seconds until the next is due or -1).
-        self._drained: dict[tuple[str, ...], tuple[float, float]] = {}
+        # Queues a claim found with no due job, and when the next one is due.
+        self._drained = DrainedQueues()
         self._idle_subscribers: list[PubSub] = []
         # ENQUEUE_PLAIN's shared argument, by queue, task and creator (see _plain_shared).
         self._shared: dict[tuple[str, str, str | None], bytes] = {}
@@ -383,7 +382,7 @@ class RedisBackend(Backend):
         # A claim that may wait skips the first look when the last one found these
         # queues drained a moment ago: a job made due since then has left a
         # wake-up, which ends the BLPOP at once and the claim behind it takes it.
-        due_in = self._drained_due_in(queue_names, now) if timeout > 0 else None
+        due_in = self._drained_due_in(queue_names) if timeout > 0 else None
         reply = None if due_in is not None else self._run(self._claim, keys, *args)
         wake_key: str | None = None
         while True:
@@ -429,26 +428,26 @@ class RedisBackend(Backend):
         remain, ``-1`` if none is scheduled.
         """
         if next_due == 0:
-            self._drained.pop(queues, None)
+            self._drained.forget(queues)
             return 0.0
-        due_in = -1.0 if next_due < 0 else next_due / 1_000_000
-        if len(self._drained) >= _DRAINED_KEPT and queues not in self._drained:
-            self._drained.clear()
-        self._drained[queues] = (time.monotonic(), due_in)
+        if next_due < 0:
+            self._drained.note(queues, None)
+            return -1.0
+        due_in = next_due / 1_000_000
+        self._drained.note(queues, time.monotonic() + due_in)
         return due_in
 
-    def _drained_due_in(self, queues: tuple[str, ...], now: float) -> float | None:
-        """What :meth:`_note_drained` last returned for *queues*, as of *now*.
+    def _drained_due_in(self, queues: tuple[str, ...]) -> float | None:
+        """What :meth:`_note_drained` last returned for *queues*, as of now.
 
         ``None`` if that answer is too old to trust, or a job is due by now.
         """
-        seen = self._drained.get(queues)
-        if seen is None or now - seen[0] >= _DRAINED_FOR:
+        trusted, due_by = self._drained.trusted(queues, within=_DRAINED_FOR)
+        if not trusted:
             return None
-        seen_at, due_in = seen
-        if due_in < 0:
+        if due_by is None:
             return -1.0
-        due_in -= now - seen_at
+        due_in = due_by - time.monotonic()
         return due_in if due_in > 0 else None
 
     def _block_then_claim(

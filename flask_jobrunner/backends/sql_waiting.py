@@ -17,6 +17,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from ..record import Claim, JobRecord
+from ._drained import DrainedQueues
 from .sql_dialects import CONNECT_TIMEOUT
 from .sql_listener import CHANNEL, EVENTS_CHANNEL
 
@@ -41,8 +42,6 @@ SQLITE_BUSY_POLL = 0.0005
 #: signal is a claim elsewhere that locked it and rolled back; the next claim
 #: after this long takes it.
 DRAINED_FOR = 0.05
-#: Sets of queues whose last drained claim is kept.
-DRAINED_KEPT = 64
 
 
 class Wakeups:
@@ -54,41 +53,10 @@ class Wakeups:
         self.signals = self.interrupts = 0
         #: When work was last seen (``time.monotonic``).
         self.last_work = 0.0
-        # Queues -> (signals before, monotonic time, next due or None) of the
-        # last claim of them that found no other job due.
-        self._drained: dict[tuple[str, ...], tuple[int, float, float | None]] = {}
-
-    def note_drained(self, queues: tuple[str, ...], signals: int, due_by: float | None) -> None:
-        """Remember that a claim, sent when :attr:`signals` was *signals*, left no job due.
-
-        :param due_by: When the next job becomes due (``time.monotonic``), if any is pending.
-        """
-        with self.condition:
-            if len(self._drained) >= DRAINED_KEPT and queues not in self._drained:
-                self._drained.clear()
-            self._drained[queues] = (signals, time.monotonic(), due_by)
-
-    def forget_drained(self, queues: tuple[str, ...]) -> None:
-        """Forget what :meth:`note_drained` said of *queues*: due jobs may be left."""
-        with self.condition:
-            self._drained.pop(queues, None)
-
-    def drained_due_by(self, queues: tuple[str, ...], signals: int) -> tuple[bool, float | None]:
-        """Whether no job of *queues* can be due now, and if so when the next one is.
-
-        True only if the last claim of them found none left, less than
-        :data:`DRAINED_FOR` ago, and no work was signalled between the moment
-        it was sent and the moment :attr:`signals` was *signals*.
-        """
-        with self.condition:
-            seen = self._drained.get(queues)
-            if seen is None or seen[0] != signals:
-                return False, None
-            now = time.monotonic()
-            _, at, due_by = seen
-            if now - at >= DRAINED_FOR or (due_by is not None and now >= due_by):
-                return False, None
-            return True, due_by
+        #: The word of each set of queues' last claim that looked while the
+        #: listener listened and left none of their jobs due, marked with
+        #: :attr:`signals` as it was before that claim.
+        self.drained = DrainedQueues()
 
     def signal(self) -> None:
         """Wake the waiting claims: work may have come."""
@@ -154,7 +122,9 @@ def wait_for_claims(
                     return []
             waits_first = False
             if first and listener is not None and listener.listens(CHANNEL):
-                waits_first, due_by = wakeups.drained_due_by(queues, signals)
+                waits_first, due_by = wakeups.drained.trusted(
+                    queues, within=DRAINED_FOR, mark=signals
+                )
             # Before any read, so a commit after it reads as a change next time.
             changed = changes is None or changes.has_changed()
             claims: list[Claim] = []
@@ -179,9 +149,9 @@ def wait_for_claims(
                 heard = listener is not None and listener.listens(CHANNEL)
                 claims, due, informed = take(look_ahead)
                 if heard and informed:
-                    wakeups.note_drained(queues, signals, _due_by(due))
+                    wakeups.drained.note(queues, _due_by(due), mark=signals)
                 elif listener is not None and claims:
-                    wakeups.forget_drained(queues)
+                    wakeups.drained.forget(queues)
             # Else nothing committed since the last poll: nothing new can be due.
             first = False
             now = time.monotonic()
